@@ -1,0 +1,177 @@
+"""Settings, read from a JSON or YAML file, the environment, and CLI overrides (in that order of
+increasing precedence; see the configuration table in DESIGN.md).
+
+A database password may arrive in any of these places; it only ever leaves through
+``Settings.database_url`` (to SQLAlchemy) and is shown redacted by ``Settings.safe_database_url``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy.engine import make_url
+
+
+class ConfigError(Exception):
+    """The configuration is missing something or holds a value we cannot use."""
+
+
+# Config-file keys (also accepted in upper case, as the original platform's files wrote them).
+_FILE_KEYS = {
+    "database_url", "db_type", "db_host", "db_port", "db_name", "db_user", "db_password", "home",
+    "tracking_uri", "webhook_secret", "event_webhook_url", "event_webhook_secret", "redis_url",
+    "redis_stream", "log_level", "event_console", "relay_horizon", "relay_retry_base",
+    "relay_retry_cap", "relay_lease",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str = field(repr=False)
+    tracking_uri: str | None = None
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    event_webhook_urls: tuple[str, ...] = field(default=(), repr=False)
+    event_webhook_secret: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    redis_stream: str = "hokusai:events"
+    log_level: str = "INFO"
+    event_console: bool = False
+    relay_horizon: float = 3 * 24 * 3600.0  # retry for about 3 days, as Stripe does
+    relay_retry_base: float = 10.0  # first retry after about this many seconds, then doubling
+    relay_retry_cap: float = 4 * 3600.0  # never wait longer than this between two attempts
+    relay_lease: float = 60.0  # a claimed delivery is another worker's again after this
+
+    @property
+    def event_webhook_secrets(self) -> tuple[str, ...]:
+        return _split(self.event_webhook_secret)
+
+    @property
+    def safe_database_url(self) -> str:
+        return redact_url(self.database_url)
+
+    def with_overrides(self, **overrides) -> "Settings":
+        known = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in overrides.items() if k in known and v is not None})
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def _read_file(path: str) -> dict:
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"Cannot read the config file {p}: {e.strerror}. Check the path given by --config or HOKUSAI_CONFIG.") from e
+    is_yaml = p.suffix.lower() in (".yaml", ".yml")
+    try:
+        if is_yaml:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as e:
+        # Parsers quote the offending line, which may hold a password: report its position only.
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else getattr(e, "lineno", None)
+        where = f" (line {line})" if line else ""
+        raise ConfigError(f"The config file {p} is not valid {'YAML' if is_yaml else 'JSON'}{where}; fix it or point HOKUSAI_CONFIG elsewhere.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"The config file {p} must hold a mapping of settings, not {type(data).__name__}.")
+    out = {}
+    for key, value in data.items():
+        k = str(key).lower().removeprefix("hokusai_")
+        if k in _FILE_KEYS and value is not None:
+            out[k] = str(value)
+    return out
+
+
+def _database_url_from_parts(parts: dict) -> str | None:
+    kind = parts.get("db_type")
+    if not kind and not parts.get("db_host") and not parts.get("db_name"):
+        return None
+    kind = (kind or "postgresql").lower()
+    if kind in ("postgres", "postgresql"):
+        kind = "postgresql"
+    if kind == "sqlite":
+        return f"sqlite:///{parts.get('db_name') or 'hokusai.db'}"
+    user = parts.get("db_user") or ""
+    password = parts.get("db_password")
+    auth = quote(user, safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    host = parts.get("db_host") or "localhost"
+    port = f":{parts['db_port']}" if parts.get("db_port") else ""
+    return f"{kind}://{auth + '@' if auth else ''}{host}{port}/{parts.get('db_name') or 'hokusai'}"
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _floats(values: dict, *keys: str) -> dict:
+    out = {}
+    for key in keys:
+        if values.get(key):
+            try:
+                out[key] = float(values[key])
+            except ValueError:
+                raise ConfigError(f"HOKUSAI_{key.upper()} must be a number of seconds, not {values[key]!r}.") from None
+            if out[key] <= 0:
+                raise ConfigError(f"HOKUSAI_{key.upper()} must be positive, not {values[key]!r}.")
+    return out
+
+
+def load_settings(config_file: str | None = None, environ=None, **overrides) -> Settings:
+    """Settings from a config file, then the environment, then ``overrides`` (CLI options)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    config_file = config_file or env.get("HOKUSAI_CONFIG")
+    if config_file:
+        values.update(_read_file(config_file))
+    from_env = {key: env[f"HOKUSAI_{key.upper()}"] for key in _FILE_KEYS if env.get(f"HOKUSAI_{key.upper()}")}
+    if any(k.startswith("db_") or k == "database_url" for k in from_env):
+        # the environment names the database (as a URL or as parts): the file's database is out
+        for key in [k for k in values if k.startswith("db_") or k == "database_url"]:
+            del values[key]
+    values.update(from_env)
+    if env.get("MLFLOW_TRACKING_URI") and not env.get("HOKUSAI_TRACKING_URI"):
+        values["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
+
+    home = Path(values.get("home") or "~/.hokusai").expanduser()
+    database_url = values.get("database_url") or _database_url_from_parts(values)
+    if not database_url:
+        database_url = f"sqlite:///{home / 'hokusai.db'}"
+    settings = Settings(
+        home=home,
+        database_url=database_url,
+        tracking_uri=values.get("tracking_uri"),
+        webhook_secrets=_split(values.get("webhook_secret")),
+        event_webhook_urls=_split(values.get("event_webhook_url")),
+        event_webhook_secret=values.get("event_webhook_secret"),
+        redis_url=values.get("redis_url"),
+        redis_stream=values.get("redis_stream") or "hokusai:events",
+        log_level=(values.get("log_level") or "INFO").upper(),
+        event_console=(values.get("event_console") or "").lower() in ("1", "true", "yes", "on"),
+        **_floats(values, "relay_horizon", "relay_retry_base", "relay_retry_cap", "relay_lease"),
+    )
+    settings = settings.with_overrides(**overrides)
+    try:
+        make_url(settings.database_url)
+    except Exception:
+        raise ConfigError(
+            f"The database URL is not a SQLAlchemy URL ({redact_url(settings.database_url)}); use a "
+            "form such as postgresql://user:password@host:5432/hokusai or sqlite:////path/hokusai.db."
+        ) from None
+    return settings

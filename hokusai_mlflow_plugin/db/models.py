@@ -1,0 +1,166 @@
+"""The token store: tokens, registrations (one per decided model version) and the event outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Token statuses. draft -> registered is ours; deployed and archived are set by others.
+DRAFT, REGISTERED, DEPLOYED, ARCHIVED = "draft", "registered", "deployed", "archived"
+TOKEN_STATUSES = (DRAFT, REGISTERED, DEPLOYED, ARCHIVED)
+# Registration outcomes.
+OUTCOME_REGISTERED, OUTCOME_REJECTED = "registered", "rejected"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: sa.DateTime(timezone=True)}
+
+
+class Token(Base):
+    __tablename__ = "hokusai_tokens"
+
+    token_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default=DRAFT, index=True)
+    metric_name: Mapped[str | None] = mapped_column(sa.String(64))
+    baseline_value: Mapped[float | None] = mapped_column(sa.Float)
+    metric_value: Mapped[float | None] = mapped_column(sa.Float)
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    model_name: Mapped[str | None] = mapped_column(sa.String(256))
+    model_version: Mapped[str | None] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def to_dict(self) -> dict:
+        return {
+            "token_id": self.token_id,
+            "status": self.status,
+            "metric_name": self.metric_name,
+            "baseline_value": self.baseline_value,
+            "metric_value": self.metric_value,
+            "mlflow_run_id": self.mlflow_run_id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+class Registration(Base):
+    """One row per decided model version: the idempotency key of the whole flow."""
+
+    __tablename__ = "hokusai_registrations"
+    __table_args__ = (sa.UniqueConstraint("model_name", "model_version", name="uq_hokusai_registrations_model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(sa.String(256))
+    model_version: Mapped[str] = mapped_column(sa.String(32))
+    token_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    metric_name: Mapped[str | None] = mapped_column(sa.String(64))
+    metric_value: Mapped[float | None] = mapped_column(sa.Float)
+    baseline_value: Mapped[float | None] = mapped_column(sa.Float)
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    delivery_id: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def to_dict(self) -> dict:
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "token_id": self.token_id,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "metric_name": self.metric_name,
+            "metric_value": self.metric_value,
+            "baseline_value": self.baseline_value,
+            "mlflow_run_id": self.mlflow_run_id,
+            "delivery_id": self.delivery_id,
+            "created_at": _iso(self.created_at),
+        }
+
+
+class OutboxEvent(Base):
+    """The durable event log: written in the registration transaction, delivered by the relay."""
+
+    __tablename__ = "hokusai_outbox"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(sa.String(36), unique=True)
+    event_type: Mapped[str] = mapped_column(sa.String(64), index=True)
+    payload: Mapped[dict] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+# Delivery states of one (event, sink) pair.
+PENDING, DELIVERED, FAILED, DEAD = "pending", "delivered", "failed", "dead"
+DELIVERY_STATES = (PENDING, DELIVERED, FAILED, DEAD)
+
+
+class Delivery(Base):
+    """The state of one event at one sink. ``failed`` means failed and retrying."""
+
+    __tablename__ = "hokusai_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("event_id", "sink", name="uq_hokusai_deliveries_event_sink"),
+        sa.Index("ix_hokusai_deliveries_due", "sink", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("hokusai_outbox.event_id", ondelete="CASCADE"))
+    outbox_id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"))
+    sink: Mapped[str] = mapped_column(sa.String(512))
+    status: Mapped[str] = mapped_column(sa.String(16), default=PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(36))
+    horizon_start: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Attempt(Base):
+    """Every try at a delivery: when, how it ended, how long it took."""
+
+    __tablename__ = "hokusai_delivery_attempts"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(sa.ForeignKey("hokusai_deliveries.id", ondelete="CASCADE"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    latency_ms: Mapped[float] = mapped_column(sa.Float)
+
+
+class SweepState(Base):
+    """Small key/value state of the reconcile sweep (its watermark)."""
+
+    __tablename__ = "hokusai_sweep_state"
+
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,50 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="hokusai-mlflow-plugin",
+    version="0.1.0",
+    description="MLflow plugins and registry webhook receiver that register Hokusai tokens",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["hokusai_mlflow_plugin", "hokusai_mlflow_plugin.*", "webhook_app", "webhook_app.*"]),
+    package_data={"hokusai_mlflow_plugin.db.migrations": ["script.py.mako"]},
+    install_requires=[
+        # 3.18.0 is published but its own dependencies do not install yet; tested on 3.17.2.
+        "mlflow>=3.4,<3.18",
+        "sqlalchemy>=2.0,<3",  # 2.1 needs Python 3.11; Python 3.10 gets 2.0
+        # The token store uses psycopg 3 (postgresql+psycopg, LISTEN/NOTIFY). MLflow's own
+        # postgresql:// URLs use SQLAlchemy's default driver: psycopg 3 on 2.1, psycopg2 on 2.0.
+        "psycopg[binary]>=3.2",
+        "psycopg2-binary>=2.9",
+        "flask>=3.0",
+        "requests>=2.31",
+        "click>=8.1",
+        "scikit-learn>=1.3",  # hokusai demo, and model register --eval-data
+        "alembic>=1.13",  # the token store's migrations
+        "gunicorn>=22",  # production serving of the receiver
+        "pyyaml>=6",  # YAML config files, as the original platform read them
+        "standardwebhooks>=1.0",  # signing downstream webhooks as the spec says
+        "redis>=5",  # the Redis Streams sink
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6",
+        ],
+    },
+    entry_points={
+        "mlflow.run_context_provider": [
+            "hokusai=hokusai_mlflow_plugin.run_context:HokusaiRunContextProvider",
+        ],
+        "mlflow.model_registry_store": [
+            "hokusai+sqlite=hokusai_mlflow_plugin.registry_entry:build_registry_store",
+            "hokusai+postgresql=hokusai_mlflow_plugin.registry_entry:build_registry_store",
+            "hokusai+mysql=hokusai_mlflow_plugin.registry_entry:build_registry_store",
+        ],
+        "console_scripts": [
+            "hokusai=hokusai_mlflow_plugin.cli:main",
+            "hokusai-ml-platform=hokusai_mlflow_plugin.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,164 @@
+"""Fixtures every test module reuses: real MLflow servers (SQLite and PostgreSQL) and a capture
+receiver for their webhooks."""
+
+from __future__ import annotations
+
+import uuid
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from hokusai_mlflow_plugin.db.migrate import upgrade
+from hokusai_mlflow_plugin.db.session import dispose
+from tests.harness import CaptureReceiver, MlflowServer, create_pg_database, drop_pg_database
+
+CAPTURE_SECRET = "capture-secret-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def _clean_hokusai_env(monkeypatch):
+    """Tests start with no Hokusai or MLflow variables from the developer's shell."""
+    for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def capture():
+    receiver = CaptureReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+def _start_server(kind, backend_uri, workdir, capture):
+    server = MlflowServer(backend_uri=backend_uri, workdir=workdir, kind=kind).start()
+    client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    client.create_webhook(
+        name="capture",
+        url=capture.url + "/capture",
+        events=["model_version.created"],
+        secret=CAPTURE_SECRET,
+    )
+    return server
+
+
+@pytest.fixture(scope="session")
+def mlflow_sqlite(tmp_path_factory, capture):
+    workdir = tmp_path_factory.mktemp("mlflow-sqlite")
+    server = _start_server("sqlite", f"sqlite:///{workdir / 'mlflow.db'}", workdir, capture)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_postgres(tmp_path_factory, capture):
+    url = create_pg_database("hokusai_mlflow")
+    workdir = tmp_path_factory.mktemp("mlflow-postgres")
+    server = _start_server("postgresql", url, workdir, capture)
+    yield server
+    server.stop()
+    drop_pg_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def mlflow_server(request) -> MlflowServer:
+    """Each test that takes it runs against both a SQLite- and a PostgreSQL-backed server."""
+    return request.getfixturevalue(f"mlflow_{'sqlite' if request.param == 'sqlite' else 'postgres'}")
+
+
+@pytest.fixture
+def tracking(mlflow_server, monkeypatch) -> MlflowClient:
+    """Point plain MLflow (fluent API and clients) at the test server, as a user's shell would."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    mlflow.set_tracking_uri(mlflow_server.url)
+    yield MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
+    mlflow.end_run()
+
+
+@pytest.fixture
+def unique_name():
+    return f"model-{uuid.uuid4().hex[:8]}"
+
+
+# -- the registration stack: MLflow server -> webhook -> receiver -> token database ---------------
+
+
+@pytest.fixture(scope="session")
+def stack_sqlite(tmp_path_factory):
+    from tests.stack import Stack
+
+    workdir = tmp_path_factory.mktemp("stack-sqlite")
+    server = MlflowServer(backend_uri=f"sqlite:///{workdir / 'mlflow.db'}", workdir=workdir, kind="sqlite").start()
+    stack = Stack("sqlite", server, f"sqlite:///{workdir / 'hokusai.db'}").start()
+    yield stack
+    stack.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_postgres(tmp_path_factory):
+    from tests.stack import Stack
+
+    mlflow_url = create_pg_database("hokusai_stack_mlflow")
+    tokens_url = create_pg_database("hokusai_stack_tokens")
+    workdir = tmp_path_factory.mktemp("stack-postgres")
+    server = MlflowServer(backend_uri=mlflow_url, workdir=workdir, kind="postgresql").start()
+    stack = Stack("postgresql", server, tokens_url).start()
+    yield stack
+    stack.stop()
+    server.stop()
+    from hokusai_mlflow_plugin.db.session import dispose
+
+    dispose(tokens_url)
+    drop_pg_database(mlflow_url)
+    drop_pg_database(tokens_url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stack(request, monkeypatch):
+    """Each test that takes it runs on SQLite and on PostgreSQL (MLflow and token database alike),
+    with plain MLflow in this process pointed at the stack's server."""
+    s = request.getfixturevalue("stack_sqlite" if request.param == "sqlite" else "stack_postgres")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", s.mlflow.url)
+    mlflow.set_tracking_uri(s.mlflow.url)
+    yield s
+    mlflow.end_run()
+
+
+@pytest.fixture
+def token_id():
+    """A fresh token id per test, so tests on one database never see each other's tokens."""
+    return f"TK-{uuid.uuid4().hex[:10].upper()}"
+
+
+# -- a token database alone (no MLflow) ------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, migrated token database on the local PostgreSQL, dropped afterwards."""
+    url = create_pg_database("hokusai_tokens")
+    upgrade(url)
+    yield url
+    dispose(url)
+    drop_pg_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, migrated token database: SQLite, then PostgreSQL."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_url")
+        return
+    url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    upgrade(url)
+    yield url
+    dispose(url)
+
+
+@pytest.fixture
+def receiver_down(stack):
+    """The stack's own receiver stopped: only what the test drives decides a version."""
+    stack.receiver.stop()
+    yield
+    stack.receiver.start()

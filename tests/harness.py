@@ -1,0 +1,209 @@
+"""Test harness shared by every test module: services, a real MLflow server, a capture receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from hokusai_mlflow_plugin.mlflow_server import (
+    ManagedProcess,
+    free_port,
+    server_command,
+    server_env,
+)
+
+ON_CI = os.environ.get("CI", "").lower() == "true"
+
+# A fixed Fernet key: every worker of the test server can read the webhook secrets it stored.
+TEST_ENCRYPTION_KEY = "aG9rdXNhaS10ZXN0LWZlcm5ldC1rZXktMzJieXRlcyE="
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is missing on a developer's machine; fail on CI, where it must be."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if ON_CI:
+        pytest.fail(f"{message}, and CI=true: CI must run every test", pytrace=False)
+    pytest.skip(f"{message}; start it to run this test")
+
+
+def create_pg_database(prefix: str = "hokusai_test") -> str:
+    """Create a fresh PostgreSQL database and return its SQLAlchemy URL."""
+    require_service("PostgreSQL", PG_HOST, PG_PORT)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with _admin_connection() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with _admin_connection() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin_connection():
+    import psycopg
+
+    return psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True
+    )
+
+
+@dataclass
+class MlflowServer:
+    """A real ``mlflow server`` subprocess with the ``hokusai+`` registry store."""
+
+    backend_uri: str
+    workdir: Path
+    kind: str
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "MlflowServer":
+        env = server_env(TEST_ENCRYPTION_KEY, cache_ttl=1)
+        for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI"):
+            env.pop(var, None)
+        for attempt in range(3):
+            cmd = server_command(self.backend_uri, self.workdir / "artifacts", self.host, self.port)
+            log = self.workdir / f"mlflow-server-{attempt}.log"  # each attempt's own: "in use" is about this one
+            self.process = ManagedProcess(f"mlflow server ({self.kind})", cmd, env, log).start()
+            try:
+                self.process.wait_http(self.url + "/health", timeout=120)
+                return self
+            except RuntimeError:
+                # Another program (another test session on this machine) took the port between
+                # free_port() and the bind: try a new one rather than talk to its server.
+                if "in use" not in self.process.tail() or attempt == 2:
+                    raise
+                self.port = free_port()
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+@dataclass
+class Captured:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class CaptureReceiver:
+    """A small HTTP server on loopback that records every POST and answers ``status``."""
+
+    def __init__(self, port: int = 0):
+        self.requests: list[Captured] = []
+        self.status = 200
+        self.script: list[int | tuple[int, dict]] = []  # answers to give first, in order
+        self.delay = 0.0  # seconds to wait before answering
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                with receiver._cond:
+                    receiver.requests.append(Captured(self.path, dict(self.headers), body))
+                    answer = receiver.script.pop(0) if receiver.script else receiver.status
+                    receiver._cond.notify_all()
+                status, headers = answer if isinstance(answer, tuple) else (answer, {})
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> "CaptureReceiver":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def ids(self) -> list[str]:
+        """The ``webhook-id`` of every request received, in order."""
+        with self._cond:
+            return [{k.lower(): v for k, v in r.headers.items()}.get("webhook-id") for r in self.requests]
+
+    def wait_count(self, n: int, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def wait_for(self, predicate, timeout: float = 15.0) -> list[Captured]:
+        """Wait until some captured requests match ``predicate``; return them."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [r for r in self.requests if predicate(r)]
+                if found:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self._cond.wait(left)
+
+
+def notify(session, event_ids: list[str]) -> None:
+    """What a registration sends with its outbox rows on PostgreSQL (``NOTIFY hokusai_events,
+    '<event_id>'``, delivered at commit), for tests and benchmarks that write outbox rows directly."""
+    import sqlalchemy as sa
+
+    from hokusai_mlflow_plugin.events import NOTIFY_CHANNEL
+
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for event_id in event_ids:
+        session.execute(sa.text("SELECT pg_notify(:channel, :event_id)"), {"channel": NOTIFY_CHANNEL, "event_id": event_id})

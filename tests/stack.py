@@ -1,0 +1,125 @@
+"""The registration stack for integration tests: a real MLflow server whose webhook calls the real
+receiver (Flask app over real HTTP on loopback), on a token database of the same kind."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from werkzeug.serving import make_server
+
+from hokusai_mlflow_plugin.db.migrate import upgrade
+from hokusai_mlflow_plugin.db.models import OutboxEvent, Registration, Token
+from hokusai_mlflow_plugin.db.session import session_factory
+from hokusai_mlflow_plugin.mlflow_server import free_port
+from tests.harness import MlflowServer
+from webhook_app import create_app
+
+RECEIVER_SECRET = "receiver-secret-for-tests"
+
+
+class ReceiverThread:
+    """``webhook_app.create_app()`` served over HTTP on a fixed loopback port; stoppable and
+    restartable on the same port (a receiver that goes down and comes back)."""
+
+    def __init__(self, config: dict):
+        self.app = create_app(config)
+        self.port = free_port()
+        self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ReceiverThread":
+        self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+@dataclass
+class Stack:
+    kind: str
+    mlflow: MlflowServer
+    db_url: str
+    receiver: ReceiverThread = None
+    webhook_id: str = ""
+    client: MlflowClient = field(init=False)
+
+    def __post_init__(self):
+        self.client = MlflowClient(tracking_uri=self.mlflow.url, registry_uri=self.mlflow.url)
+        self.sessions = session_factory(self.db_url)
+
+    def start(self) -> "Stack":
+        upgrade(self.db_url)
+        self.receiver = ReceiverThread(
+            {
+                "HOKUSAI_WEBHOOK_SECRETS": (RECEIVER_SECRET,),
+                "HOKUSAI_DATABASE_URL": self.db_url,
+                "MLFLOW_TRACKING_URI": self.mlflow.url,
+            }
+        ).start()
+        hook = self.client.create_webhook(
+            name="hokusai-receiver",
+            url=self.receiver.url + "/webhooks/mlflow",
+            events=["model_version.created", "model_version_tag.set"],
+            secret=RECEIVER_SECRET,
+        )
+        self.webhook_id = hook.webhook_id
+        return self
+
+    def stop(self) -> None:
+        if self.receiver:
+            self.receiver.stop()
+
+    # -- the token database ---------------------------------------------------------------------
+
+    def create_token(self, token_id: str, metric: str | None = "auroc", baseline: float | None = 0.82, status: str = "draft") -> None:
+        with self.sessions.begin() as s:
+            s.add(Token(token_id=token_id, status=status, metric_name=metric, baseline_value=baseline))
+
+    def token(self, token_id: str) -> dict:
+        with self.sessions() as s:
+            return s.get(Token, token_id).to_dict()
+
+    def registration(self, name: str, version) -> Registration | None:
+        with self.sessions() as s:
+            return s.scalars(
+                sa.select(Registration).where(Registration.model_name == name, Registration.model_version == str(version))
+            ).one_or_none()
+
+    def registrations(self, name: str) -> list[Registration]:
+        with self.sessions() as s:
+            return list(s.scalars(sa.select(Registration).where(Registration.model_name == name)))
+
+    def events(self, token_id: str, event_type: str | None = None) -> list[OutboxEvent]:
+        with self.sessions() as s:
+            rows = s.scalars(sa.select(OutboxEvent).order_by(OutboxEvent.id)).all()
+        return [e for e in rows if e.payload.get("token_id") == token_id and (event_type is None or e.event_type == event_type)]
+
+    def wait_decided(self, name: str, version, timeout: float = 30.0) -> Registration:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reg = self.registration(name, version)
+            if reg is not None:
+                return reg
+            time.sleep(0.05)
+        raise AssertionError(f"{name} v{version} was not decided within {timeout:.0f}s")
+
+    def wait_tag(self, name: str, version, key: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.client.get_model_version(name, str(version)).tags.get(key)
+            if value is not None:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"{name} v{version} has no tag {key} after {timeout:.0f}s")

@@ -1,0 +1,207 @@
+"""``hokusai token ...`` and ``hokusai db upgrade`` through click's CliRunner, on a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hokusai_mlflow_plugin.cli import main
+from hokusai_mlflow_plugin.db.session import get_engine
+
+SHOW_KEYS = {
+    "token_id", "status", "metric_name", "baseline_value", "metric_value", "mlflow_run_id", "model_name", "model_version",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_hokusai_settings_from_the_shell(monkeypatch):
+    for var in list(os.environ):
+        if var.startswith("HOKUSAI_"):
+            monkeypatch.delenv(var)
+
+
+class Cli:
+    def __init__(self, database_url: str):
+        self.database_url = database_url
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str):
+        return self.runner.invoke(main, ["--database-url", self.database_url, *args])
+
+    def ok(self, *args: str):
+        result = self(*args)
+        assert result.exit_code == 0, result.output
+        return result
+
+    def json(self, *args: str):
+        return json.loads(self.ok(*args, "--json").output)
+
+    def error(self, *args: str, code: int = 1) -> str:
+        """The one-line message of a command that must fail cleanly."""
+        result = self(*args)
+        assert result.exit_code == code, result.output
+        assert isinstance(result.exception, SystemExit), result.exception  # no escaped exception
+        assert "Traceback" not in result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert lines and lines[-1].startswith("Error: "), result.output
+        if code == 1:
+            assert len(lines) == 1, result.output
+        return lines[-1]
+
+
+@pytest.fixture
+def empty_cli(tmp_path):
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    yield Cli(url)
+    get_engine(url).dispose()
+
+
+@pytest.fixture
+def cli(empty_cli):
+    result = empty_cli.ok("db", "upgrade")
+    assert f"Token database is current: {empty_cli.database_url}" in result.output
+    return empty_cli
+
+
+def test_create_then_show_as_json(cli):
+    result = cli.ok("token", "create", "XRAY", "--metric", "auroc", "--baseline", "0.82")
+    assert result.output.strip() == "Created token XRAY (draft)"
+    shown = cli.json("token", "show", "XRAY")
+    assert SHOW_KEYS <= set(shown)
+    assert shown["token_id"] == "XRAY"
+    assert shown["status"] == "draft"
+    assert shown["metric_name"] == "auroc"
+    assert shown["baseline_value"] == 0.82
+    for key in ("metric_value", "mlflow_run_id", "model_name", "model_version"):
+        assert shown[key] is None
+
+
+def test_show_as_text_states_the_bar(cli):
+    cli.ok("token", "create", "DEPTH", "--metric", "RMSE", "--baseline", "0.3")
+    line = cli.ok("token", "show", "depth").output
+    assert "DEPTH" in line and "draft" in line and "rmse <= 0.3" in line
+
+
+def test_create_as_json_and_without_metric(cli):
+    created = cli.json("token", "create", "plain")
+    assert created["token_id"] == "PLAIN"
+    assert (created["metric_name"], created["baseline_value"]) == (None, None)
+
+
+def test_a_lower_case_id_is_stored_upper_case(cli):
+    cli.ok("token", "create", "  xray-2 ", "--metric", "f1", "--baseline", "0.5")
+    assert cli.json("token", "show", "XRAY-2")["token_id"] == "XRAY-2"
+    assert cli.json("token", "show", "xray-2")["token_id"] == "XRAY-2"
+    assert [t["token_id"] for t in cli.json("token", "list")] == ["XRAY-2"]
+
+
+def test_list_filters_by_status(cli):
+    cli.ok("token", "create", "A", "--metric", "auroc", "--baseline", "0.8")
+    cli.ok("token", "create", "B")
+    drafts = cli.json("token", "list", "--status", "draft")
+    assert sorted(t["token_id"] for t in drafts) == ["A", "B"]
+    assert all(t["status"] == "draft" for t in drafts)
+    assert cli.json("token", "list", "--status", "registered") == []
+    assert cli.ok("token", "list", "--status", "registered").output.strip() == "No tokens."
+
+
+def test_a_duplicate_token_is_refused(cli):
+    cli.ok("token", "create", "XRAY")
+    message = cli.error("token", "create", "xray", "--metric", "auroc", "--baseline", "0.9")
+    assert message == "Error: Token 'XRAY' exists already: see 'hokusai token show XRAY'."
+    assert cli.json("token", "show", "XRAY")["metric_name"] is None  # the first one is untouched
+
+
+def test_an_unknown_token_says_how_to_create_it(cli):
+    assert cli.error("token", "show", "nope") == "Error: Unknown token 'NOPE': create it with 'hokusai token create NOPE'."
+
+
+def test_an_invalid_token_id_is_refused(cli):
+    message = cli.error("token", "create", "bad id!")
+    assert "'bad id!' is not a token id" in message
+    assert cli.json("token", "list") == []
+
+
+def test_an_unsupported_metric_lists_the_supported_ones(cli):
+    message = cli.error("token", "create", "XRAY", "--metric", "bleu", "--baseline", "0.5")
+    assert "'bleu' is not supported" in message
+    for name in ("auroc", "accuracy", "f1", "precision", "recall", "r2", "rmse", "mse", "mae", "log_loss"):
+        assert name in message
+    assert cli.json("token", "list") == []
+
+
+@pytest.mark.parametrize("metric, baseline", [("auroc", "1.5"), ("accuracy", "-0.1"), ("rmse", "-1"), ("auroc", "nan")])
+def test_a_baseline_out_of_range_is_refused(cli, metric, baseline):
+    message = cli.error("token", "create", "XRAY", "--metric", metric, "--baseline", baseline)
+    assert f"for {metric} is outside its valid range" in message
+    assert cli.json("token", "list") == []
+
+
+def test_a_baseline_without_a_metric_is_refused(cli):
+    message = cli.error("token", "create", "XRAY", "--baseline", "0.8")
+    assert "A baseline needs its metric" in message and "--metric" in message
+
+
+def test_a_bad_status_lists_the_statuses(cli):
+    message = cli.error("token", "list", "--status", "pending")
+    assert message == "Error: Unknown status 'pending': use one of draft, registered, deployed, archived."
+
+
+def test_a_non_numeric_baseline_is_a_usage_error(cli):
+    message = cli.error("token", "create", "XRAY", "--metric", "auroc", "--baseline", "abc", code=2)
+    assert "'abc' is not a valid float" in message
+    assert "--baseline" in cli("token", "create", "XRAY", "--metric", "auroc", "--baseline", "abc").output
+
+
+def test_an_unreachable_database_names_the_redacted_url():
+    message = Cli("postgresql://u:secretpw@127.0.0.1:1/x").error("token", "list")  # the whole output
+    assert "secretpw" not in message
+    assert "postgresql://u:***@127.0.0.1:1/x" in message
+    assert "check HOKUSAI_DATABASE_URL and that the database is running" in message
+
+
+def test_a_missing_table_says_to_run_db_upgrade(empty_cli):
+    message = empty_cli.error("token", "list")
+    assert "no such table" in message
+    assert "run 'hokusai db upgrade'" in message
+    assert "run 'hokusai db upgrade'" in empty_cli.error("token", "create", "XRAY")
+
+
+def test_debug_lets_the_traceback_through(cli):
+    result = cli.runner.invoke(main, ["--database-url", cli.database_url, "--debug", "token", "show", "NOPE"])
+    assert result.exit_code == 1
+    assert type(result.exception).__name__ == "TokenError"
+
+
+def test_the_database_url_may_come_from_the_environment(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("HOKUSAI_DATABASE_URL", url)
+    runner = CliRunner()
+    try:
+        assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+        assert runner.invoke(main, ["token", "create", "ENV"]).exit_code == 0
+        assert (tmp_path / "env.db").exists()
+    finally:
+        get_engine(url).dispose()
+
+
+def test_an_unparseable_database_url_is_a_clean_error(tmp_path):
+    message = Cli("not a url").error("token", "list")
+    assert "SQLAlchemy URL" in message
+
+
+@pytest.mark.parametrize("script", ["hokusai", "hokusai-ml-platform"])
+def test_both_console_scripts_are_installed_and_answer_help(script):
+    path = Path(sys.executable).parent / script
+    assert path.exists(), f"{path} is not installed"
+    result = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"Usage: {script} " in result.stdout
+    for group in ("db", "token"):
+        assert f"  {group} " in result.stdout
