@@ -120,10 +120,59 @@ class Captured:
         return json.loads(self.body)
 
 
-class CaptureReceiver:
-    """A small HTTP server on loopback that records every POST and answers ``status``."""
+class ReservedPort:
+    """A loopback port that stays this test session's while its server is down.
 
-    def __init__(self, port: int = 0):
+    A server that stops and comes back on its port (a consumer that is down for a while) used to
+    close the port in between, and another program on this shared machine could take it: the
+    restart then failed, or worse, our deliveries reached that program. The reservation is a bound
+    socket that does not listen: connections to the port are refused, as for a server that is down,
+    and no other program can bind it (``SO_REUSEPORT`` without ``SO_REUSEADDR``: only sockets that
+    set ``SO_REUSEPORT`` too, as ``listen()`` does, share it).
+    """
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
+        self._hold = socket.socket()
+        self._hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self._hold.bind((host, 0))
+        self.port = self._hold.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def listen(self) -> socket.socket:
+        """A listening socket on the reserved port, for a server that comes up."""
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT of the last run
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        return sock
+
+    def release(self) -> None:
+        self._hold.close()
+
+
+class _ReservedHTTPServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` on a ``ReservedPort``'s listening socket."""
+
+    daemon_threads = True
+
+    def __init__(self, reserved: ReservedPort, handler):
+        super().__init__((reserved.host, reserved.port), handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = reserved.listen()
+        self.server_address = self.socket.getsockname()
+        self.server_name, self.server_port = reserved.host, reserved.port
+
+
+class CaptureReceiver:
+    """A small HTTP server on loopback that records every POST and answers ``status``. Given a
+    ``ReservedPort``, it comes up on that port (a consumer that was down comes back)."""
+
+    def __init__(self, port: ReservedPort | None = None):
         self.requests: list[Captured] = []
         self.status = 200
         self.script: list[int | tuple[int, dict]] = []  # answers to give first, in order
@@ -151,8 +200,9 @@ class CaptureReceiver:
             def log_message(self, *args):  # keep test output quiet
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self._own_port = port is None
+        self.port = port or ReservedPort()
+        self.server = _ReservedHTTPServer(self.port, Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -166,6 +216,8 @@ class CaptureReceiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        if self._own_port:
+            self.port.release()
 
     def ids(self) -> list[str]:
         """The ``webhook-id`` of every request received, in order."""

@@ -14,20 +14,21 @@ from werkzeug.serving import make_server
 from hokusai_mlflow_plugin.db.migrate import upgrade
 from hokusai_mlflow_plugin.db.models import OutboxEvent, Registration, Token
 from hokusai_mlflow_plugin.db.session import session_factory
-from hokusai_mlflow_plugin.mlflow_server import free_port
-from tests.harness import MlflowServer
+from tests.harness import MlflowServer, ReservedPort
 from webhook_app import create_app
 
 RECEIVER_SECRET = "receiver-secret-for-tests"
 
 
 class ReceiverThread:
-    """``webhook_app.create_app()`` served over HTTP on a fixed loopback port; stoppable and
-    restartable on the same port (a receiver that goes down and comes back)."""
+    """``webhook_app.create_app()`` served over HTTP on a loopback port reserved for the session;
+    stoppable and restartable on that port (a receiver that goes down and comes back). While it is
+    down, MLflow's deliveries are refused, and no other program can take the port."""
 
     def __init__(self, config: dict):
         self.app = create_app(config)
-        self.port = free_port()
+        self._reserved = ReservedPort()
+        self.port = self._reserved.port
         self._server = None
 
     @property
@@ -35,7 +36,13 @@ class ReceiverThread:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ReceiverThread":
-        self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        # On our own listening socket (fd=): werkzeug's own bind calls sys.exit() when the port
+        # is taken, and a SystemExit in a fixture's teardown skips pytest's other finalizers.
+        sock = self._reserved.listen()
+        try:
+            self._server = make_server("127.0.0.1", self.port, self.app, threaded=True, fd=sock.fileno())
+        finally:
+            sock.close()  # the server holds its own duplicate
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -44,6 +51,10 @@ class ReceiverThread:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def release(self) -> None:
+        self.stop()
+        self._reserved.release()
 
 
 @dataclass
@@ -79,7 +90,7 @@ class Stack:
 
     def stop(self) -> None:
         if self.receiver:
-            self.receiver.stop()
+            self.receiver.release()
 
     # -- the token database ---------------------------------------------------------------------
 

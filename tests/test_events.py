@@ -26,7 +26,6 @@ from hokusai_mlflow_plugin.db.migrate import upgrade
 from hokusai_mlflow_plugin.db.models import Attempt, Delivery, OutboxEvent, Token, utcnow
 from hokusai_mlflow_plugin.db.session import session_factory
 from hokusai_mlflow_plugin.mlflow_facts import VersionFacts
-from hokusai_mlflow_plugin.mlflow_server import free_port
 from hokusai_mlflow_plugin.relay import Relay, RetryPolicy, from_settings
 from hokusai_mlflow_plugin.service import RegistrationService
 from hokusai_mlflow_plugin.sinks import ConsoleSink, RedisStreamSink, WebhookSink, _retry_after
@@ -34,6 +33,7 @@ from tests.harness import (
     REDIS_HOST,
     REDIS_PORT,
     CaptureReceiver,
+    ReservedPort,
     notify,
     require_service,
 )
@@ -46,7 +46,7 @@ FAST = RetryPolicy(base=0.05, cap=0.2, horizon=60)
 def sink_server():
     servers = []
 
-    def make(port: int = 0) -> CaptureReceiver:
+    def make(port: ReservedPort | None = None) -> CaptureReceiver:
         server = CaptureReceiver(port).start()
         servers.append(server)
         return server
@@ -233,8 +233,8 @@ def test_three_500s_then_200_is_four_attempts_with_one_webhook_id(db_url, sink_s
 
 
 def test_a_sink_that_is_down_gets_the_event_when_it_comes_back(db_url, sink_server):
-    port = free_port()
-    relay = Relay(session_factory(db_url), [WebhookSink(f"http://127.0.0.1:{port}/hook", SECRET)], FAST).start()
+    port = ReservedPort()  # down (connections refused), and no other program can take it meanwhile
+    relay = Relay(session_factory(db_url), [WebhookSink(port.url + "/hook", SECRET)], FAST).start()
     event_id = add_events(db_url)[0]
     relay.kick()
     try:
@@ -244,6 +244,7 @@ def test_a_sink_that_is_down_gets_the_event_when_it_comes_back(db_url, sink_serv
         assert wait_until(lambda: first_status(db_url) == "delivered")
     finally:
         relay.stop()
+        port.release()  # a server that came up keeps its own socket
     assert hook.ids() == [event_id]
 
 

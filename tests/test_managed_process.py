@@ -54,3 +54,34 @@ def test_a_port_nobody_listens_on(tmp_path):
             assert not process.listens_on(port)
         finally:
             process.stop()
+
+
+def test_a_reserved_port_is_ours_while_its_server_is_down(tmp_path):
+    """The CI failure of 2026-11-23: a test receiver stopped, another program took its port, and the
+    restart failed. While down, a reserved port refuses connections and no other program (here an
+    ``http.server`` subprocess, which sets SO_REUSEADDR) can bind it; our server comes back on it."""
+    import requests
+
+    from tests.harness import CaptureReceiver, ReservedPort
+
+    port = ReservedPort()
+    try:
+        with pytest.raises(requests.ConnectionError):
+            requests.post(port.url, timeout=5)
+        other = http_server(port.port, tmp_path, "other").start()
+        try:
+            with pytest.raises(RuntimeError, match="exited with code"):
+                other.wait_http(port.url + "/", timeout=30)
+            assert "Address already in use" in other.tail()
+        finally:
+            other.stop()
+        for _ in range(2):  # up, down, up again: the same port each time
+            server = CaptureReceiver(port).start()
+            try:
+                assert requests.post(port.url + "/hook", data=b"x", timeout=5).status_code == 200
+            finally:
+                server.stop()
+            with pytest.raises(requests.ConnectionError):
+                requests.post(port.url, timeout=5)
+    finally:
+        port.release()
