@@ -158,7 +158,13 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def receiver_down(stack):
-    """The stack's own receiver stopped: only what the test drives decides a version."""
+    """The stack's own receiver stopped, so only what the test drives decides a version. MLflow
+    retries a refused delivery for about 8 s (urllib3, backoff 1, 2, 4 s): were the test to bring
+    that receiver back for its own deliveries, a retry could land first. The test posts to the
+    replica this fixture yields instead: the same app and database, on a port MLflow does not know
+    (as a second replica behind a load balancer)."""
     stack.receiver.stop()
-    yield
+    replica = stack.replica()
+    yield replica
+    replica.release()
     stack.receiver.start()

@@ -70,15 +70,17 @@ class Stack:
         self.client = MlflowClient(tracking_uri=self.mlflow.url, registry_uri=self.mlflow.url)
         self.sessions = session_factory(self.db_url)
 
+    @property
+    def receiver_config(self) -> dict:
+        return {
+            "HOKUSAI_WEBHOOK_SECRETS": (RECEIVER_SECRET,),
+            "HOKUSAI_DATABASE_URL": self.db_url,
+            "MLFLOW_TRACKING_URI": self.mlflow.url,
+        }
+
     def start(self) -> "Stack":
         upgrade(self.db_url)
-        self.receiver = ReceiverThread(
-            {
-                "HOKUSAI_WEBHOOK_SECRETS": (RECEIVER_SECRET,),
-                "HOKUSAI_DATABASE_URL": self.db_url,
-                "MLFLOW_TRACKING_URI": self.mlflow.url,
-            }
-        ).start()
+        self.receiver = ReceiverThread(self.receiver_config).start()
         hook = self.client.create_webhook(
             name="hokusai-receiver",
             url=self.receiver.url + "/webhooks/mlflow",
@@ -87,6 +89,10 @@ class Stack:
         )
         self.webhook_id = hook.webhook_id
         return self
+
+    def replica(self) -> ReceiverThread:
+        """Another receiver on the stack's database, on its own port, which MLflow does not call."""
+        return ReceiverThread(self.receiver_config).start()
 
     def stop(self) -> None:
         if self.receiver:

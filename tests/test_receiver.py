@@ -174,8 +174,10 @@ def _fresh_plugin():
     run_context.reset()
 
 
-def post(stack, body: bytes, delivery_id: str | None = None) -> requests.Response:
-    return requests.post(stack.receiver.url + "/webhooks/mlflow", data=body, headers=signed_headers(body, delivery_id), timeout=60)
+def post(to, body: bytes, delivery_id: str | None = None) -> requests.Response:
+    """POST a signed delivery to a stack's receiver, or to a given receiver (a replica)."""
+    receiver = getattr(to, "receiver", to)
+    return requests.post(receiver.url + "/webhooks/mlflow", data=body, headers=signed_headers(body, delivery_id), timeout=60)
 
 
 def test_mlflow_test_payload_is_ignored(stack):
@@ -208,16 +210,15 @@ def _create_while_receiver_down(stack, monkeypatch, name, token_id, auroc=0.9) -
     return str(info.registered_model_version)
 
 
-def _blast(stack, bodies: list[bytes]) -> list[requests.Response]:
+def _blast(receiver, bodies: list[bytes]) -> list[requests.Response]:
     barrier = threading.Barrier(len(bodies))
     results: list = [None] * len(bodies)
 
     def send(i):
         barrier.wait()
-        results[i] = post(stack, bodies[i])
+        results[i] = post(receiver, bodies[i])
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
-    stack.receiver.start()
     for t in threads:
         t.start()
     for t in threads:
@@ -229,14 +230,13 @@ def test_twenty_concurrent_deliveries_give_one_registration(stack, monkeypatch, 
     stack.create_token(token_id)
     version = _create_while_receiver_down(stack, monkeypatch, unique_name, token_id)
     assert stack.registration(unique_name, version) is None
-    responses = _blast(stack, [created_body(unique_name, version)] * 20)
+    responses = _blast(receiver_down, [created_body(unique_name, version)] * 20)
     statuses = sorted(r.json()["status"] for r in responses)
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
     assert statuses.count("registered") == 1 and statuses.count("duplicate") == 19
     assert len(stack.registrations(unique_name)) == 1
     assert len(stack.events(token_id, "token_ready_for_deploy")) == 1
     assert len(stack.events(token_id, "model_registered")) == 1
-    stack.receiver.stop()  # the fixture restarts it
 
 
 def test_two_versions_racing_for_one_token(stack, monkeypatch, receiver_down, unique_name, token_id):
@@ -244,7 +244,7 @@ def test_two_versions_racing_for_one_token(stack, monkeypatch, receiver_down, un
     a = _create_while_receiver_down(stack, monkeypatch, unique_name + "-a", token_id)
     b = _create_while_receiver_down(stack, monkeypatch, unique_name + "-b", token_id)
     bodies = [created_body(unique_name + "-a", a), created_body(unique_name + "-b", b)] * 5
-    responses = _blast(stack, bodies)
+    responses = _blast(receiver_down, bodies)
     assert all(r.status_code == 200 for r in responses)
     decided = [stack.registration(unique_name + "-a", a), stack.registration(unique_name + "-b", b)]
     assert sorted(r.outcome for r in decided) == ["registered", "rejected"]
@@ -253,7 +253,6 @@ def test_two_versions_racing_for_one_token(stack, monkeypatch, receiver_down, un
     winner = next(r for r in decided if r.outcome == "registered")
     assert stack.token(token_id)["model_name"] == winner.model_name
     assert len(stack.events(token_id, "token_ready_for_deploy")) == 1
-    stack.receiver.stop()
 
 
 def test_lost_webhook_is_decided_by_reconcile(stack, monkeypatch, receiver_down, unique_name, token_id):
@@ -324,8 +323,7 @@ def test_a_failure_inside_the_transaction_leaves_nothing_half_written(stack, mon
         monkeypatch.setattr(service, "_INSERT_EVENTS", sa.text("INSERT INTO hokusai_outbox_gone VALUES (1)"))
         fault = contextlib.nullcontext()
     with fault:
-        stack.receiver.start()
-        response = post(stack, created_body(unique_name, version))
+        response = post(receiver_down, created_body(unique_name, version))
     assert response.status_code == 503
     assert stack.registration(unique_name, version) is None
     assert stack.token(token_id) == before
@@ -333,9 +331,8 @@ def test_a_failure_inside_the_transaction_leaves_nothing_half_written(stack, mon
     assert "hokusai_status" not in stack.client.get_model_version(unique_name, version).tags
 
     monkeypatch.undo()  # the database is back: MLflow's retry (or the sweep) decides it
-    response = post(stack, created_body(unique_name, version))
+    response = post(receiver_down, created_body(unique_name, version))
     assert response.status_code == 200 and response.json()["status"] == "registered"
-    stack.receiver.stop()
 
 
 @contextlib.contextmanager
