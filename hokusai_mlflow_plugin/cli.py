@@ -272,30 +272,33 @@ def webhook_serve(obj, host, port):
 
 @webhook.command("install")
 @click.option("--url", required=True, help="The receiver's URL, such as https://hokusai.example.com/webhooks/mlflow.")
-@click.option("--secret", envvar="HOKUSAI_WEBHOOK_SECRET", help="The shared secret (default: HOKUSAI_WEBHOOK_SECRET, else a new one is generated and printed).")
+@click.option("--secret", envvar="HOKUSAI_WEBHOOK_SECRET", help="The shared secret (default: HOKUSAI_WEBHOOK_SECRET, else a new one is generated into a 0600 file in HOKUSAI_HOME, never printed).")
 @click.option("--name", default="hokusai", show_default=True, help="The MLflow webhook's name; an existing one is updated.")
 @pass_ctx
 @domain_errors
 def webhook_install(obj, url, secret, name):
     """Install the webhook that sends model_version.created and model_version_tag.set to URL on
     the MLflow server of MLFLOW_TRACKING_URI."""
+    import os
     import secrets as _secrets
 
     from hokusai_mlflow_plugin import mlflow_webhook
+    from hokusai_mlflow_plugin.mlflow_facts import mlflow_env
 
     generated = secret is None
     secret = secret or _secrets.token_urlsafe(32)
     secret_file = None
     if generated:  # shown once, through a file only its owner reads, never on the terminal
-        import os
-
         obj.settings.home.mkdir(parents=True, exist_ok=True)
         secret_file = obj.settings.home / f"webhook-secret-{name}"
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secret + "\n")
+    # A few retries, not MLflow's default seven with backoff (two minutes on a server answering 500)
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     try:
-        installed = mlflow_webhook.install(obj.client(), url, secret, name)
+        with mlflow_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES=retries):
+            installed = mlflow_webhook.install(obj.client(), url, secret, name)
     except mlflow_webhook.WebhookInstallError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{'Created' if installed.created else 'Updated'} MLflow webhook '{name}' -> {url}")

@@ -4,6 +4,8 @@ metrics logged on them. Read, never written (except the outcome tags, by ``tag_o
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from mlflow.exceptions import MlflowException
@@ -49,6 +51,22 @@ class VersionFacts:
         if name in self.run_metrics:
             return self.run_metrics[name]
         return self.model_metrics.get(name)
+
+
+@contextmanager
+def mlflow_env(**values: str):
+    """Set MLflow client variables (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ...) for a block, then put
+    back exactly what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def call(fn, *args, **kwargs):

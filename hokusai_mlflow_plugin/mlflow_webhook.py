@@ -28,6 +28,20 @@ class Installed:
     test_error: str | None = None
 
 
+# MLflow without MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY makes a new key in every process: after a
+# restart (or in another worker) it cannot decrypt the secrets it stored, and its webhooks API
+# answers 500 with an empty message (its log says only "Error in _list_webhooks: .").
+_KEY_HINT = (
+    "start every MLflow server worker with the same MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY (a Fernet "
+    "key, kept across restarts), then install the webhook again"
+)
+
+
+def _server_error(e: MlflowException) -> bool:
+    """MLflow's server answered 500 (as opposed to not answering at all)."""
+    return "500 error responses" in e.message or (e.error_code == "INTERNAL_ERROR" and "Max retries" not in e.message)
+
+
 def explain(error: str, url: str) -> str:
     text = error.lower()
     if "scheme" in text:
@@ -41,10 +55,7 @@ def explain(error: str, url: str) -> str:
             "address, or start the MLflow server with MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true."
         )
     if "decrypt" in text or "invalidtoken" in text or "fernet" in text:
-        return (
-            "MLflow could not read the webhook's secret: start every MLflow server worker with the "
-            "same MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY (a Fernet key), then install the webhook again."
-        )
+        return f"MLflow could not read the webhook's secret: {_KEY_HINT}."
     if "not supported" in text or "filestore" in text or "not implemented" in text:
         return (
             "This MLflow server cannot keep webhooks: run it with a SQL backend "
@@ -67,6 +78,13 @@ def install(client, url: str, secret: str, name: str = DEFAULT_NAME, test: bool 
     except MlflowException as e:
         if e.error_code in _REFUSALS:
             raise WebhookInstallError(explain(e.message, url)) from None
+        if _server_error(e):
+            raise WebhookInstallError(
+                "MLflow's webhooks API answered 500. The usual cause is a server started without "
+                f"MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY, which can no longer read the secrets it stored: {_KEY_HINT}. "
+                "MLflow's API cannot delete a webhook whose secret it cannot read: delete those rows "
+                "from the webhooks table of its database first."
+            ) from None
         raise MlflowUnavailable(f"MLflow did not answer: {e.message.splitlines()[0][:200]}") from e
     if not test:
         return Installed(hook.webhook_id, created, tested=False)
@@ -74,7 +92,11 @@ def install(client, url: str, secret: str, name: str = DEFAULT_NAME, test: bool 
         result = client.test_webhook(hook.webhook_id)
     except MlflowException as e:
         return Installed(hook.webhook_id, created, tested=False, test_error=explain(e.message, url))
-    error = None if result.success else (result.error_message or f"HTTP {result.response_status}")
+    error = None
+    if not result.success:
+        error = result.error_message or f"HTTP {result.response_status}"
+        if "invalidtoken" in error.lower():  # another worker made the secret with another key
+            error = explain(error, url)
     return Installed(hook.webhook_id, created, tested=result.success, test_error=error)
 
 

@@ -22,7 +22,7 @@ import mlflow.pyfunc
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from hokusai_mlflow_plugin import gate
+from hokusai_mlflow_plugin import gate, mlflow_facts
 from hokusai_mlflow_plugin import tags as T
 from hokusai_mlflow_plugin import tokens
 from hokusai_mlflow_plugin.db.models import DRAFT, Registration, Token
@@ -271,24 +271,10 @@ def set_bar(session: Session, token_id: str, metric: str | None, baseline: float
 # -- MLflow --------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _env(**values: str):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def check_reachable(client, url: str) -> None:
     """One cheap call, without MLflow's minutes of retries, before anything is uploaded."""
     try:
-        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+        with mlflow_facts.mlflow_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             client.search_experiments(max_results=1)
     except Exception:
         raise ModelError(f"MLflow is unreachable at {url}: start it or set MLFLOW_TRACKING_URI.") from None

@@ -192,6 +192,31 @@ def test_webhook_install_names_the_mlflow_variable_to_set(strict_mlflow, url, va
     assert variable in result.output and "Traceback" not in result.output
 
 
+def test_webhook_install_after_a_restart_without_an_encryption_key_names_the_variable(tmp_path, capture):
+    """MLflow without MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY makes a new key at every start: after a
+    restart it cannot read the secrets it stored, and its webhooks API answers 500 with no message.
+    The command says what to set instead of "MLflow did not answer"."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_WEBHOOK_", "MLFLOW_TRACKING"))}
+    env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+                "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"})
+    url = f"http://127.0.0.1:{port}"
+    install = ["--tracking-uri", url, "webhook", "install", "--url", capture.url + "/no-key", "--secret", "s"]
+    for start in ("first", "restart"):
+        process = ManagedProcess(f"mlflow without a key ({start})", server_command(f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "a", "127.0.0.1", port),
+                                 env, tmp_path / f"{start}.log").start()
+        try:
+            process.wait_http(url + "/health", timeout=120)
+            result = CliRunner().invoke(cli, install, env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+        finally:
+            process.stop()
+        if start == "first":  # it works, until the server restarts
+            assert result.exit_code == 0 and "test delivery reached the receiver" in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY" in result.output and "webhooks table" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_webhook_install_with_mlflow_down(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     result = CliRunner().invoke(cli, ["--tracking-uri", "http://127.0.0.1:9", "webhook", "install", "--url", "https://x.example/h", "--secret", "s"])
