@@ -53,6 +53,23 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+class Number(click.ParamType):
+    """A float whose error says what to give (click's own says only "not a valid float")."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number: give a decimal such as 0.82.", param, ctx)
+
+
+NUMBER = Number()
+
+
 def emit(data, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
@@ -167,7 +184,7 @@ def _token_line(t) -> str:
 @token.command("create")
 @click.argument("token_id")
 @click.option("--metric", help="The metric the model is judged on, such as auroc.")
-@click.option("--baseline", type=float, help="The value the metric must reach, such as 0.82.")
+@click.option("--baseline", type=NUMBER, help="The value the metric must reach, such as 0.82.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 @domain_errors

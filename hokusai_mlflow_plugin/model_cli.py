@@ -10,7 +10,7 @@ import math
 
 import click
 
-from hokusai_mlflow_plugin.cli import _token_line, domain_errors, emit, pass_ctx, translating
+from hokusai_mlflow_plugin.cli import NUMBER, _token_line, domain_errors, emit, pass_ctx, translating
 
 
 def _model_error(e: Exception, _ctx) -> click.ClickException | None:
@@ -44,8 +44,8 @@ def model():
 @click.option("--token-id", required=True, envvar="HOKUSAI_TOKEN_ID", help="The token the model is for, such as XRAY.")
 @click.option("--model-path", required=True, type=click.Path(), help="A pickled or joblib model file, an MLflow model directory, or a directory of checkpoint files.")
 @click.option("--metric", envvar="HOKUSAI_METRIC", callback=_supported_metric, help="The metric the model is judged on, such as auroc (default: the token's).")
-@click.option("--baseline", type=float, envvar="HOKUSAI_BASELINE", help="The value the metric must reach, such as 0.82 (default: the token's).")
-@click.option("--metric-value", type=float, help="The model's measured metric value.")
+@click.option("--baseline", type=NUMBER, envvar="HOKUSAI_BASELINE", help="The value the metric must reach, such as 0.82 (default: the token's).")
+@click.option("--metric-value", type=NUMBER, help="The model's measured metric value.")
 @click.option("--run-id", help="An MLflow run that logged the metric; the model is logged into it.")
 @click.option("--eval-data", type=click.Path(exists=True, dir_okay=False), help="A CSV file to compute the metric on with scikit-learn.")
 @click.option("--target", help="The label column of --eval-data.")

@@ -155,7 +155,7 @@ def test_a_bad_status_lists_the_statuses(cli):
 
 def test_a_non_numeric_baseline_is_a_usage_error(cli):
     message = cli.error("token", "create", "XRAY", "--metric", "auroc", "--baseline", "abc", code=2)
-    assert "'abc' is not a valid float" in message
+    assert "'abc' is not a number: give a decimal such as 0.82." in message
     assert "--baseline" in cli("token", "create", "XRAY", "--metric", "auroc", "--baseline", "abc").output
 
 

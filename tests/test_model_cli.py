@@ -365,7 +365,8 @@ def test_empty_model_directory(offline, tmp_path):
 
 @pytest.mark.parametrize("args,expected", [
     (["--metric", "gini", "--baseline", "0.8", "--metric-value", "0.9"], "'gini' is not a supported metric: use one of accuracy, auroc"),
-    (["--metric", "auroc", "--baseline", "high", "--metric-value", "0.9"], "'high' is not a valid float"),
+    (["--metric", "auroc", "--baseline", "high", "--metric-value", "0.9"], "'high' is not a number: give a decimal such as 0.82."),
+    (["--metric", "auroc", "--baseline", "0.8", "--metric-value", "high"], "'high' is not a number: give a decimal such as 0.82."),
     (["--metric", "auroc", "--baseline", "nan", "--metric-value", "0.9"], "The baseline nan for auroc is outside its valid range [0, 1]."),
     (["--metric", "auroc", "--baseline", "0.8"], "Give exactly one metric source: --metric-value, --run-id, or --eval-data with --target."),
     (["--metric-value", "0.9", "--run-id", "abc"], "(got --metric-value and --run-id)"),
