@@ -100,7 +100,8 @@ def stack_postgres(tmp_path_factory):
     from tests.stack import Stack
 
     mlflow_url = create_pg_database("hokusai_stack_mlflow")
-    tokens_url = create_pg_database("hokusai_stack_tokens")
+    # with a password (trust auth ignores it), so that tests can check it never reaches a log
+    tokens_url = create_pg_database("hokusai_stack_tokens").replace("postgres@", "postgres:stack-db-password@", 1)
     workdir = tmp_path_factory.mktemp("stack-postgres")
     server = MlflowServer(backend_uri=mlflow_url, workdir=workdir, kind="postgresql").start()
     stack = Stack("postgresql", server, tokens_url).start()

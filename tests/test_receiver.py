@@ -286,11 +286,10 @@ def test_reconcile_finds_a_version_tagged_only_on_its_run(stack, monkeypatch, re
     assert stack.registration(unique_name, version).outcome == "registered"
 
 
-def test_database_unreachable_gets_503_and_writes_nothing(stack, monkeypatch, caplog, unique_name, token_id):
+def test_database_unreachable_gets_503_and_writes_nothing(stack, monkeypatch, caplog, receiver_down, unique_name, token_id):
     stack.create_token(token_id)
-    monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
-    _, version = train_and_register(unique_name, {"auroc": 0.9})
-    stack.wait_decided(unique_name, version)
+    before = stack.token(token_id)
+    version = _create_while_receiver_down(stack, monkeypatch, unique_name, token_id)
     down = create_app(
         {
             "HOKUSAI_WEBHOOK_SECRETS": (RECEIVER_SECRET,),
@@ -298,14 +297,20 @@ def test_database_unreachable_gets_503_and_writes_nothing(stack, monkeypatch, ca
             "MLFLOW_TRACKING_URI": stack.mlflow.url,
         }
     ).test_client()
-    body = created_body(unique_name + "-other", "1")
+    body = created_body(unique_name, version)
     with caplog.at_level(logging.DEBUG):
         response = down.post("/webhooks/mlflow", data=body, headers=signed_headers(body))
         ready = down.get("/ready")
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert ready.status_code == 503
+    # nothing written: no decision, the token as it was, no event, no outcome tag in MLflow
+    assert stack.registration(unique_name, version) is None
+    assert stack.token(token_id) == before and stack.events(token_id) == []
+    assert "hokusai_status" not in stack.client.get_model_version(unique_name, version).tags
     assert "db-password-xyz" not in caplog.text and RECEIVER_SECRET not in caplog.text
     assert "db-password-xyz" not in response.get_data(as_text=True)
+    # MLflow retries once the database is back: decided then, once
+    assert post(receiver_down, body).json()["status"] == "registered"
 
 
 def test_a_failure_inside_the_transaction_leaves_nothing_half_written(stack, monkeypatch, receiver_down, unique_name, token_id):
@@ -367,6 +372,8 @@ def test_secrets_never_reach_the_logs(stack, monkeypatch, caplog, unique_name, t
         requests.post(stack.receiver.url + "/webhooks/mlflow", data=body, headers=signed_headers(body, secret="forged"), timeout=30)
     assert "Delivery" in caplog.text  # the receiver did log
     assert RECEIVER_SECRET not in caplog.text
+    password = sa.engine.make_url(stack.db_url).password  # the PostgreSQL stack's URL has one
+    assert stack.kind == "sqlite" or (password and password not in caplog.text)
 
 
 # -- arbitrary input never gives a 500 -----------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -145,7 +146,7 @@ def test_no_tags_without_token(tracking, unique_name):
     assert hokusai_tags(version.tags) == {}
 
 
-@pytest.mark.parametrize("variable,value,tag", BAD_VALUES[::2])
+@pytest.mark.parametrize("variable,value,tag", BAD_VALUES)
 def test_bad_value_run_succeeds_without_the_tag(tracking, monkeypatch, caplog, variable, value, tag):
     set_env(monkeypatch, {**HOKUSAI_ENV, variable: value})
     with caplog.at_level(logging.WARNING, logger="hokusai_mlflow_plugin"):
@@ -183,3 +184,30 @@ def test_provider_follows_mlflows_interface():
     for name in ("in_context", "tags"):
         assert callable(getattr(HokusaiRunContextProvider, name))
         assert hasattr(RunContextProvider, name)
+
+
+def test_import_mlflow_loads_only_standard_library_modules_of_ours():
+    """The entry point runs inside every ``import mlflow``: the modules of ours it loads may import
+    only the standard library (and each other), never SQLAlchemy, Flask or the token store."""
+    import ast
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = "import sys, mlflow; print(' '.join(sorted(m for m in sys.modules if m.startswith(('hokusai_mlflow_plugin', 'webhook_app')))))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = result.stdout.split()
+    assert "hokusai_mlflow_plugin.run_context" in loaded
+    assert not [m for m in loaded if m.startswith(("webhook_app", "hokusai_mlflow_plugin.db", "hokusai_mlflow_plugin.service"))]
+    for name in loaded:
+        tree = ast.parse(Path(importlib.util.find_spec(name).origin).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = [node.module.split(".")[0]]
+            else:
+                continue
+            for root in roots:
+                assert root in sys.stdlib_module_names or root == "hokusai_mlflow_plugin", f"{name} imports {root}"
