@@ -140,17 +140,27 @@ def model_status(obj, token_id, as_json):
 @model.command("list")
 @click.option("--status", type=click.Choice(["registered", "rejected"]), help="Only registrations with this outcome.")
 @click.option("--token", "token_id", help="Only this token's registrations.")
+@click.option("--model", "model_name", help="Only the versions of this registered model.")
+@click.option("--latest", is_flag=True, help="Only the newest version of each model among those listed (as MLflow's latest version).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 @domain_errors
-def model_list(obj, status, token_id, as_json):
+def model_list(obj, status, token_id, model_name, latest, as_json):
     """List registered and rejected model versions, best first within each metric."""
     from hokusai_mlflow_plugin import tokens
     from hokusai_mlflow_plugin.model_register import sort_best_first
 
     with obj.sessions()() as session:
-        regs = sort_best_first(tokens.registrations(session, token_id, status))
-        data = [r.to_dict() for r in regs]
+        regs = tokens.registrations(session, token_id, status)
+        if model_name:
+            regs = [r for r in regs if r.model_name == model_name]
+        if latest:
+            newest = {}
+            for r in regs:
+                if r.model_name not in newest or _version_key(r) > _version_key(newest[r.model_name]):
+                    newest[r.model_name] = r
+            regs = list(newest.values())
+        data = [r.to_dict() for r in sort_best_first(regs)]
     headers = ("TOKEN", "MODEL", "VERSION", "METRIC", "VALUE", "BASELINE", "OUTCOME", "REASON")
     rows = [
         (r["token_id"] or "-", r["model_name"], r["model_version"], r["metric_name"] or "-", _num(r["metric_value"]),
@@ -161,6 +171,11 @@ def model_list(obj, status, token_id, as_json):
 
 
 # -- text ----------------------------------------------------------------------------------------
+
+
+def _version_key(r) -> tuple:
+    """MLflow's versions are numbers in strings: "10" is newer than "9"."""
+    return (0, int(r.model_version)) if r.model_version.isdigit() else (-1, r.model_version)
 
 
 def _num(value) -> str:

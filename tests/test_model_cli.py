@@ -306,6 +306,23 @@ def test_list_shows_metric_baseline_and_outcome_best_first(stack_sqlite, cli_sql
     assert cli_sqlite.ok("model", "list", "--token", f"{token_id}-NONE").stdout.strip() == "No registrations."
 
 
+def test_list_latest_shows_the_newest_version_of_each_model(stack_sqlite, cli_sqlite, tmp_path, token_id):
+    """A token's model rejected at version 1, then registered at version 2 of the same model."""
+    stack_sqlite.create_token(token_id, "auroc", 0.82)
+    path = joblib_file(tmp_path)
+    cli_sqlite.register(token_id, path, "--metric-value", "0.5")
+    cli_sqlite.ok("model", "register", "--token-id", token_id, "--model-path", path, "--metric-value", "0.9")
+    name = f"hokusai-{token_id.lower()}"
+
+    def versions(*args):
+        return [(r["model_version"], r["outcome"]) for r in cli_sqlite.json("model", "list", *args)]
+
+    assert sorted(versions("--token", token_id)) == [("1", "rejected"), ("2", "registered")]
+    assert versions("--token", token_id, "--latest") == [("2", "registered")]
+    assert versions("--model", name, "--latest", "--status", "rejected") == [("1", "rejected")]
+    assert versions("--model", name + "-none") == []
+
+
 def test_sort_puts_the_best_first_by_direction_and_missing_values_last():
     def reg(name, metric, value):
         return Registration(model_name=name, model_version="1", metric_name=metric, metric_value=value, outcome="x", reason="")
