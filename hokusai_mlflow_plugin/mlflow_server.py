@@ -8,6 +8,7 @@ loopback), and a stable secret-encryption key so that every worker can read webh
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,7 +21,31 @@ from urllib.parse import urlsplit
 import requests
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free now, for a server that a child process will bind.
+
+    Chosen below the kernel's ephemeral range where possible: the kernel gives ports of that range
+    to every outgoing connection on the machine, and one of them could take the port between now
+    and the child's bind (seen on CI, with hundreds of connections a second). A port outside the
+    range can only be taken by another program binding it on purpose.
+    """
+    low, _ = _ephemeral_range()
+    if low > 4096:
+        for port in random.sample(range(max(1024, low - 12000), low), 64):
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue  # in use (or in TIME_WAIT): another
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -85,3 +85,15 @@ def test_a_reserved_port_is_ours_while_its_server_is_down(tmp_path):
                 requests.post(port.url, timeout=5)
     finally:
         port.release()
+
+
+def test_free_port_is_outside_the_range_given_to_outgoing_connections():
+    """An outgoing connection on the machine cannot take it before the child binds it."""
+    from hokusai_mlflow_plugin.mlflow_server import _ephemeral_range
+
+    low, high = _ephemeral_range()
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 <= p < low for p in ports), (sorted(ports), low)
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free indeed
