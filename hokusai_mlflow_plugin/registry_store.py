@@ -2,10 +2,12 @@
 
 ``HokusaiRegistryStore`` is MLflow's own ``SqlAlchemyStore`` on the inner URL (so MLflow's webhooks
 keep firing), with one addition: a new model version that does not carry ``hokusai_token_id`` in its
-create request gets the ``hokusai_*`` tags of its source LoggedModel, or else of its run. That makes
+create request gets the ``hokusai_*`` tags of its source LoggedModel, completed by its run's when
+the run has the same token (or the LoggedModel none). That makes
 every version carry its token, registrations from the MLflow UI included.
 
-The constructor does no I/O; the database is opened on first use. The store pickles as its URIs.
+The constructor does no I/O; the database is opened on first use (without a URI, MLflow's registry
+URI then). The store pickles as its URIs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def inner_uri(store_uri: str) -> str:
     return store_uri[len(SCHEME_PREFIX):]
 
 
+def _default_store_uri() -> str:
+    """Without a URI, the registry URI MLflow resolves (MLFLOW_REGISTRY_URI, else the tracking URI)."""
+    from mlflow.tracking._model_registry.utils import get_registry_uri
+
+    return get_registry_uri()
+
+
 def _hokusai_tags(tags: dict[str, str] | None) -> dict[str, str]:
     return {k: v for k, v in (tags or {}).items() if k in T.INPUT_TAGS}
 
@@ -48,7 +57,8 @@ class HokusaiRegistryStore(SqlAlchemyStore):
         self._tracking_uri = tracking_uri
         self._init_lock = threading.Lock()
         self._ready = False
-        inner_uri(store_uri)  # fail fast on a URI that is not ours (no I/O)
+        if store_uri is not None:
+            inner_uri(store_uri)  # fail fast on a URI that is not ours (no I/O)
 
     # -- lazy initialisation ----------------------------------------------------------------------
 
@@ -57,7 +67,7 @@ class HokusaiRegistryStore(SqlAlchemyStore):
             return
         with self._init_lock:
             if not self._ready:
-                SqlAlchemyStore.__init__(self, inner_uri(self._store_uri))
+                SqlAlchemyStore.__init__(self, inner_uri(self._store_uri or _default_store_uri()))
                 self._ready = True
 
     def __getattr__(self, name):
@@ -118,20 +128,22 @@ class HokusaiRegistryStore(SqlAlchemyStore):
         return _get_store(self._tracking_uri)
 
     def _source_tags(self, source, run_id, model_id) -> dict[str, str]:
-        """The ``hokusai_*`` tags of the source LoggedModel, else of the run; never raises."""
+        """The ``hokusai_*`` tags of the source LoggedModel, completed by its run's when the run
+        has the same token (or the LoggedModel none); never raises."""
         try:
             store = self._tracking_store()
+            found: dict[str, str] = {}
             model_id = model_id or T.logged_model_id(source)
             if model_id:
                 logged = store.get_logged_model(model_id)
                 found = _hokusai_tags(logged.tags)
-                if T.TOKEN_ID in found:
-                    return found
                 run_id = run_id or logged.source_run_id
-            if run_id:
-                found = _hokusai_tags(store.get_run(run_id).data.tags)
-                if T.TOKEN_ID in found:
-                    return found
+            if run_id and not all(key in found for key in T.INPUT_TAGS):
+                from_run = _hokusai_tags(store.get_run(run_id).data.tags)
+                if found.get(T.TOKEN_ID) in (None, from_run.get(T.TOKEN_ID)):
+                    found = {**from_run, **found}
+            if T.TOKEN_ID in found:
+                return found
         except Exception:
             # Registration must never fail because of us; the reconcile sweep reads the source too.
             _logger.warning(

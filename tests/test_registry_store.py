@@ -55,6 +55,17 @@ def test_constructor_does_no_io(tmp_path):
     assert "engine" not in vars(store)
 
 
+def test_without_a_uri_the_store_uses_mlflows_registry_uri(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"hokusai+sqlite:///{tmp_path / 'default.db'}")
+    store = HokusaiRegistryStore()
+    assert not (tmp_path / "default.db").exists()  # still no I/O in the constructor
+    store.create_registered_model("from-the-default")
+    assert (tmp_path / "default.db").exists()
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    with pytest.raises(ValueError, match="starts with 'hokusai\\+'"):
+        HokusaiRegistryStore().search_registered_models()
+
+
 def test_store_works_and_survives_pickle(tmp_path):
     uri = f"hokusai+sqlite:///{tmp_path / 'registry.db'}"
     store = HokusaiRegistryStore(store_uri=uri, tracking_uri=f"sqlite:///{tmp_path / 'registry.db'}")
@@ -166,6 +177,23 @@ def test_version_from_run_tags_only(tracking, hokusai_env, monkeypatch, unique_n
         model_id=info.model_id,
     )
     assert tracking.get_model_version(unique_name, version.version).tags["hokusai_token_id"] == "XRAY"
+
+
+def test_the_runs_tags_complete_the_logged_models(tracking, unique_name):
+    """A LoggedModel tagged with the token alone (tagged by hand, say) gets the metric and baseline
+    of its run when the run has the same token; a run with another token adds nothing."""
+    run_tags = {"hokusai_token_id": "XRAY", "hokusai_metric": "auroc", "hokusai_baseline": "0.82"}
+    for run_token, expected in (("XRAY", run_tags), ("OTHER", {"hokusai_token_id": "XRAY"})):
+        with mlflow.start_run(tags={**run_tags, "hokusai_token_id": run_token}) as run:
+            pass
+        logged = tracking.create_logged_model(run.info.experiment_id, source_run_id=run.info.run_id,
+                                              tags={"hokusai_token_id": "XRAY"})
+        name = f"{unique_name}-{run_token.lower()}"
+        tracking.create_registered_model(name)
+        version = tracking.create_model_version(name, source=f"models:/{logged.model_id}", run_id=run.info.run_id,
+                                                model_id=logged.model_id)
+        tags = tracking.get_model_version(name, version.version).tags
+        assert {k: v for k, v in tags.items() if k.startswith("hokusai_")} == expected
 
 
 def test_untagged_sources_stay_untagged(tracking, unique_name):
