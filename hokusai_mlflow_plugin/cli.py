@@ -117,7 +117,7 @@ def _domain_error(e: Exception, ctx) -> click.ClickException | None:
         )
     if isinstance(e, (OperationalError, InterfaceError, ProgrammingError)):
         url = ctx.settings.safe_database_url if ctx else "?"
-        first = str(e.orig or e).strip().splitlines()[0][:200]
+        first = (str(e.orig or e).strip().splitlines() or [type(e.orig or e).__name__])[0][:200]
         hint = "run 'hokusai db upgrade'" if "no such table" in first or "does not exist" in first else "check HOKUSAI_DATABASE_URL and that the database is running"
         return click.ClickException(f"The token database at {url} failed ({first}): {hint}.")
     return None

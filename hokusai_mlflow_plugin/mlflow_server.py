@@ -7,6 +7,7 @@ loopback), and a stable secret-encryption key so that every worker can read webh
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import signal
@@ -29,6 +30,9 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
+_given: collections.deque[int] = collections.deque(maxlen=256)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that is free now, for a server that a child process will bind.
 
@@ -40,11 +44,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     low, _ = _ephemeral_range()
     if low > 4096:
         for port in random.sample(range(max(1024, low - 12000), low), 64):
+            if port in _given:
+                continue  # given to an earlier caller, which may not have bound it yet
             with socket.socket() as s:
                 try:
                     s.bind((host, port))
                 except OSError:
                     continue  # in use (or in TIME_WAIT): another
+                _given.append(port)
                 return port
     with socket.socket() as s:
         s.bind((host, 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import MlflowException, RestException
 
 from hokusai_mlflow_plugin.mlflow_facts import MlflowUnavailable
 
@@ -38,8 +38,13 @@ _KEY_HINT = (
 
 
 def _server_error(e: MlflowException) -> bool:
-    """MLflow's server answered 500 (as opposed to not answering at all)."""
-    return "500 error responses" in e.message or (e.error_code == "INTERNAL_ERROR" and "Max retries" not in e.message)
+    """MLflow's server answered 500: its JSON error (RestException), or urllib3's retries spent on
+    500s. Not a connection failure, nor a 200 that is not MLflow's JSON (a proxy's login page)."""
+    return "500 error responses" in e.message or (isinstance(e, RestException) and e.error_code == "INTERNAL_ERROR")
+
+
+def _first_line(text: str | None, default: str) -> str:
+    return ((text or "").strip().splitlines() or [default])[0][:300]
 
 
 def explain(error: str, url: str) -> str:
@@ -61,7 +66,7 @@ def explain(error: str, url: str) -> str:
             "This MLflow server cannot keep webhooks: run it with a SQL backend "
             "(--backend-store-uri sqlite:///... or postgresql://...), MLflow 3.3 or newer."
         )
-    return f"MLflow refused the webhook: {error.splitlines()[0][:300]}"
+    return f"MLflow refused the webhook: {_first_line(error, 'no reason given')}"
 
 
 def install(client, url: str, secret: str, name: str = DEFAULT_NAME, test: bool = True) -> Installed:
@@ -80,12 +85,13 @@ def install(client, url: str, secret: str, name: str = DEFAULT_NAME, test: bool 
             raise WebhookInstallError(explain(e.message, url)) from None
         if _server_error(e):
             raise WebhookInstallError(
-                "MLflow's webhooks API answered 500. The usual cause is a server started without "
-                f"MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY, which can no longer read the secrets it stored: {_KEY_HINT}. "
-                "MLflow's API cannot delete a webhook whose secret it cannot read: delete those rows "
-                "from the webhooks table of its database first."
+                f"MLflow's webhooks API failed with a server error ({_first_line(e.message, e.error_code)}). "
+                "The usual cause is a server started without MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY, which "
+                f"can no longer read the secrets it stored; if its log says 'Error in _list_webhooks: .', "
+                f"{_KEY_HINT}. MLflow's API cannot delete a webhook whose secret it cannot read: delete "
+                "those rows from the webhooks table of its database first."
             ) from None
-        raise MlflowUnavailable(f"MLflow did not answer: {e.message.splitlines()[0][:200]}") from e
+        raise MlflowUnavailable(f"MLflow did not answer: {_first_line(e.message, e.error_code)}") from e
     if not test:
         return Installed(hook.webhook_id, created, tested=False)
     try:

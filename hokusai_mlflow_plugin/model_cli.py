@@ -141,7 +141,7 @@ def model_status(obj, token_id, as_json):
 @click.option("--status", type=click.Choice(["registered", "rejected"]), help="Only registrations with this outcome.")
 @click.option("--token", "token_id", help="Only this token's registrations.")
 @click.option("--model", "model_name", help="Only the versions of this registered model.")
-@click.option("--latest", is_flag=True, help="Only the newest version of each model among those listed (as MLflow's latest version).")
+@click.option("--latest", is_flag=True, help="Only the newest version of each model among those the other options select (as MLflow's latest version per stage: with --status rejected, the newest rejected one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 @domain_errors
@@ -175,7 +175,7 @@ def model_list(obj, status, token_id, model_name, latest, as_json):
 
 def _version_key(r) -> tuple:
     """MLflow's versions are numbers in strings: "10" is newer than "9"."""
-    return (0, int(r.model_version)) if r.model_version.isdigit() else (-1, r.model_version)
+    return (0, int(r.model_version)) if r.model_version.isdecimal() else (-1, r.model_version)
 
 
 def _num(value) -> str:

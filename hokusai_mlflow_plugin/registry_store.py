@@ -130,9 +130,9 @@ class HokusaiRegistryStore(SqlAlchemyStore):
     def _source_tags(self, source, run_id, model_id) -> dict[str, str]:
         """The ``hokusai_*`` tags of the source LoggedModel, completed by its run's when the run
         has the same token (or the LoggedModel none); never raises."""
+        found: dict[str, str] = {}
         try:
             store = self._tracking_store()
-            found: dict[str, str] = {}
             model_id = model_id or T.logged_model_id(source)
             if model_id:
                 logged = store.get_logged_model(model_id)
@@ -140,17 +140,19 @@ class HokusaiRegistryStore(SqlAlchemyStore):
                 run_id = run_id or logged.source_run_id
             if run_id and not all(key in found for key in T.INPUT_TAGS):
                 from_run = _hokusai_tags(store.get_run(run_id).data.tags)
-                if found.get(T.TOKEN_ID) in (None, from_run.get(T.TOKEN_ID)):
+                if T.TOKEN_ID not in found or _same_token(found[T.TOKEN_ID], from_run.get(T.TOKEN_ID)):
                     found = {**from_run, **found}
-            if T.TOKEN_ID in found:
-                return found
         except Exception:
             # Registration must never fail because of us; the reconcile sweep reads the source too.
             _logger.warning(
-                "Hokusai: could not read the tags of source %r (run %r); the new version is not "
-                "stamped",
+                "Hokusai: could not read the tags of source %r (run %r); the new version is %s",
                 source,
                 run_id,
+                "stamped with the LoggedModel's tags only" if T.TOKEN_ID in found else "not stamped",
                 exc_info=True,
             )
-        return {}
+        return found if T.TOKEN_ID in found else {}
+
+
+def _same_token(a: str, b: str | None) -> bool:
+    return b is not None and T.normalize_token_id(a) == T.normalize_token_id(b)

@@ -100,8 +100,8 @@ def stack_postgres(tmp_path_factory):
     from tests.stack import Stack
 
     mlflow_url = create_pg_database("hokusai_stack_mlflow")
-    # with a password (trust auth ignores it), so that tests can check it never reaches a log
-    tokens_url = create_pg_database("hokusai_stack_tokens").replace("postgres@", "postgres:stack-db-password@", 1)
+    # owned by a role of its own with a password, so that tests can check it never reaches a log
+    tokens_url = create_pg_database("hokusai_stack_tokens", owner_password="stack-db-password")
     workdir = tmp_path_factory.mktemp("stack-postgres")
     server = MlflowServer(backend_uri=mlflow_url, workdir=workdir, kind="postgresql").start()
     stack = Stack("postgresql", server, tokens_url).start()

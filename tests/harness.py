@@ -48,19 +48,29 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(f"{message}; start it to run this test")
 
 
-def create_pg_database(prefix: str = "hokusai_test") -> str:
-    """Create a fresh PostgreSQL database and return its SQLAlchemy URL."""
+def create_pg_database(prefix: str = "hokusai_test", owner_password: str | None = None) -> str:
+    """Create a fresh PostgreSQL database and return its SQLAlchemy URL. With ``owner_password``,
+    the database belongs to a new role of the same name with that password, and the URL logs in
+    as that role (it works with trust and with password authentication alike)."""
     require_service("PostgreSQL", PG_HOST, PG_PORT)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    user = "postgres"
     with _admin_connection() as conn:
+        if owner_password is not None:
+            user = name
+            conn.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{owner_password}'")
+            conn.execute(f'CREATE DATABASE "{name}" OWNER "{user}"')
+            return f"postgresql://{user}:{owner_password}@{PG_HOST}:{PG_PORT}/{name}"
         conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    return f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}"
 
 
 def drop_pg_database(url: str) -> None:
+    """Drop the database, and its own role if it has one."""
     name = url.rsplit("/", 1)[1]
     with _admin_connection() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
 def _admin_connection():
@@ -124,11 +134,12 @@ class ReservedPort:
     """A loopback port that stays this test session's while its server is down.
 
     A server that stops and comes back on its port (a consumer that is down for a while) used to
-    close the port in between, and another program on this shared machine could take it: the
-    restart then failed, or worse, our deliveries reached that program. The reservation is a bound
-    socket that does not listen: connections to the port are refused, as for a server that is down,
-    and no other program can bind it (``SO_REUSEPORT`` without ``SO_REUSEADDR``: only sockets that
-    set ``SO_REUSEPORT`` too, as ``listen()`` does, share it).
+    close the port in between, and an outgoing connection or another program on this shared
+    machine could take it: the restart then failed, or worse, our deliveries reached that program.
+    The reservation is a bound socket that does not listen: connections to the port are refused,
+    as for a server that is down. The kernel gives the port to no outgoing connection, and another
+    socket can bind it only if it sets ``SO_REUSEPORT`` too under the same user id, as ``listen()``
+    below does (the reservation sets ``SO_REUSEPORT`` without ``SO_REUSEADDR``).
     """
 
     def __init__(self, host: str = "127.0.0.1"):

@@ -92,7 +92,10 @@ def test_free_port_is_outside_the_range_given_to_outgoing_connections():
     from hokusai_mlflow_plugin.mlflow_server import _ephemeral_range
 
     low, high = _ephemeral_range()
-    ports = {free_port() for _ in range(20)}
+    if low <= 4096:
+        pytest.skip(f"this machine's ephemeral range starts at {low}: no room below it")
+    ports = [free_port() for _ in range(20)]
+    assert len(set(ports)) == 20  # never the same port twice in a process
     assert all(1024 <= p < low for p in ports), (sorted(ports), low)
     for port in ports:
         with socket.socket() as s:

@@ -113,6 +113,25 @@ def test_unreadable_source_still_registers(tmp_path, caplog, monkeypatch):
     assert any("could not read the tags" in r.getMessage() for r in caplog.records)
 
 
+def test_a_run_that_cannot_be_read_keeps_the_logged_models_tags(tmp_path, monkeypatch, caplog):
+    """The run is read only to complete the LoggedModel's tags: its failure must not lose them."""
+    from types import SimpleNamespace
+
+    class Tracking:
+        def get_logged_model(self, model_id):
+            return SimpleNamespace(tags={"hokusai_token_id": "XRAY", "other": "x"}, source_run_id="r" * 32)
+
+        def get_run(self, run_id):
+            raise RuntimeError("the run was purged")
+
+    store = HokusaiRegistryStore(store_uri=f"hokusai+sqlite:///{tmp_path / 'registry.db'}")
+    monkeypatch.setattr(store, "_tracking_store", Tracking)
+    store.create_registered_model("m")
+    version = store.create_model_version("m", "s3://bucket/model", run_id="r" * 32, model_id="m-0123abc")
+    assert version.tags == {"hokusai_token_id": "XRAY"}
+    assert any("LoggedModel's tags only" in r.getMessage() for r in caplog.records)
+
+
 # -- behind a real MLflow server -----------------------------------------------------------------
 
 

@@ -196,13 +196,13 @@ def test_webhook_install_after_a_restart_without_an_encryption_key_names_the_var
     """MLflow without MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY makes a new key at every start: after a
     restart it cannot read the secrets it stored, and its webhooks API answers 500 with no message.
     The command says what to set instead of "MLflow did not answer"."""
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_WEBHOOK_", "MLFLOW_TRACKING"))}
     env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
                 "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"})
-    url = f"http://127.0.0.1:{port}"
-    install = ["--tracking-uri", url, "webhook", "install", "--url", capture.url + "/no-key", "--secret", "s"]
-    for start in ("first", "restart"):
+    for start in ("first", "restart"):  # the same database; the port need not be the same
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        install = ["--tracking-uri", url, "webhook", "install", "--url", capture.url + "/no-key", "--secret", "s"]
         process = ManagedProcess(f"mlflow without a key ({start})", server_command(f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "a", "127.0.0.1", port),
                                  env, tmp_path / f"{start}.log").start()
         try:
@@ -215,6 +215,37 @@ def test_webhook_install_after_a_restart_without_an_encryption_key_names_the_var
     assert result.exit_code == 1, result.output
     assert "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY" in result.output and "webhooks table" in result.output
     assert "Traceback" not in result.output
+
+
+def test_webhook_install_tells_a_server_error_from_a_connection_failure_and_an_empty_message():
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    from hokusai_mlflow_plugin import mlflow_webhook
+    from hokusai_mlflow_plugin.mlflow_facts import MlflowUnavailable
+
+    class Client:
+        def __init__(self, error):
+            self.error = error
+
+        def list_webhooks(self, **kwargs):
+            raise self.error
+
+    def install(error):
+        return mlflow_webhook.install(Client(error), "https://h.example/hook", "s")
+
+    server_errors = [RestException({"error_code": "INTERNAL_ERROR", "message": ""}),
+                     MlflowException("API request to /webhooks failed: ResponseError('too many 500 error responses')")]
+    for error in server_errors:
+        with pytest.raises(mlflow_webhook.WebhookInstallError, match="MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"):
+            install(error)
+    not_answering = [MlflowException("Max retries exceeded (Caused by NewConnectionError: Connection refused)"),
+                     MlflowException("Response body is not JSON: <html>Sign in</html>")]  # a proxy's login page
+    for error in not_answering:
+        with pytest.raises(MlflowUnavailable):
+            install(error)
+    with pytest.raises(mlflow_webhook.WebhookInstallError, match="MLflow refused the webhook: no reason given"):
+        install(MlflowException("", error_code=INVALID_PARAMETER_VALUE))
 
 
 def test_webhook_install_with_mlflow_down(monkeypatch):
