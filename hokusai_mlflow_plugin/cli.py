@@ -10,6 +10,7 @@ import logging
 import click
 
 from hokusai_mlflow_plugin import __version__
+from hokusai_mlflow_plugin.errors import first_line
 
 
 class Context:
@@ -117,7 +118,7 @@ def _domain_error(e: Exception, ctx) -> click.ClickException | None:
         )
     if isinstance(e, (OperationalError, InterfaceError, ProgrammingError)):
         url = ctx.settings.safe_database_url if ctx else "?"
-        first = (str(e.orig or e).strip().splitlines() or [type(e.orig or e).__name__])[0][:200]
+        first = first_line(e.orig or e, limit=200)
         hint = "run 'hokusai db upgrade'" if "no such table" in first or "does not exist" in first else "check HOKUSAI_DATABASE_URL and that the database is running"
         return click.ClickException(f"The token database at {url} failed ({first}): {hint}.")
     return None

@@ -8,7 +8,6 @@ Nothing is faked: the value the gate reads is the one this training logged.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from typing import Callable
 
@@ -27,31 +26,25 @@ def train_and_log(tracking_uri: str, token_id: str, model_name: str) -> tuple[st
     from sklearn.preprocessing import StandardScaler
 
     from hokusai_mlflow_plugin import run_context
+    from hokusai_mlflow_plugin.mlflow_facts import mlflow_env
 
-    previous = {k: os.environ.get(k) for k in ("HOKUSAI_TOKEN_ID", "MLFLOW_TRACKING_URI")}
-    os.environ["HOKUSAI_TOKEN_ID"] = token_id
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     run_context.reset()
     try:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment("hokusai-demo")
-        X, y = load_breast_cancer(return_X_y=True)
-        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=7, stratify=y)
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X_train, y_train)
-        auroc = float(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]))
-        with mlflow.start_run(run_name=f"demo-{token_id.lower()}") as run:
-            mlflow.log_param("model", "logistic_regression")
-            mlflow.log_metric("auroc", auroc)
-            info = mlflow.sklearn.log_model(
-                model, name="model", registered_model_name=model_name, pip_requirements=["scikit-learn"]
-            )
-        return run.info.run_id, str(info.registered_model_version), auroc
+        with mlflow_env(HOKUSAI_TOKEN_ID=token_id, MLFLOW_TRACKING_URI=tracking_uri):
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.set_experiment("hokusai-demo")
+            X, y = load_breast_cancer(return_X_y=True)
+            X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=7, stratify=y)
+            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X_train, y_train)
+            auroc = float(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]))
+            with mlflow.start_run(run_name=f"demo-{token_id.lower()}") as run:
+                mlflow.log_param("model", "logistic_regression")
+                mlflow.log_metric("auroc", auroc)
+                info = mlflow.sklearn.log_model(
+                    model, name="model", registered_model_name=model_name, pip_requirements=["scikit-learn"]
+                )
+            return run.info.run_id, str(info.registered_model_version), auroc
     finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         run_context.reset()
 
 

@@ -54,10 +54,11 @@ class VersionFacts:
 
 
 @contextmanager
-def mlflow_env(**values: str):
-    """Set MLflow client variables (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ...) for a block, then put
-    back exactly what was there."""
-    saved = {k: os.environ.get(k) for k in values}
+def mlflow_env(*keep: str, **values: str):
+    """Set the variables MLflow's client reads (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+    ``HOKUSAI_TOKEN_ID`` for the run-context plugin, ...) for a block; afterwards put back exactly
+    what was there, for those and for the ``keep`` variables that the block may set itself."""
+    saved = {k: os.environ.get(k) for k in (*keep, *values)}
     os.environ.update(values)
     try:
         yield

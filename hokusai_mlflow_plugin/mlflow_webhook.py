@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException, RestException
 
+from hokusai_mlflow_plugin.errors import first_line
 from hokusai_mlflow_plugin.mlflow_facts import MlflowUnavailable
 
 # MLflow's answers that mean "no" (rather than "could not ask")
@@ -43,10 +44,6 @@ def _server_error(e: MlflowException) -> bool:
     return "500 error responses" in e.message or (isinstance(e, RestException) and e.error_code == "INTERNAL_ERROR")
 
 
-def _first_line(text: str | None, default: str) -> str:
-    return ((text or "").strip().splitlines() or [default])[0][:300]
-
-
 def explain(error: str, url: str) -> str:
     text = error.lower()
     if "scheme" in text:
@@ -66,7 +63,7 @@ def explain(error: str, url: str) -> str:
             "This MLflow server cannot keep webhooks: run it with a SQL backend "
             "(--backend-store-uri sqlite:///... or postgresql://...), MLflow 3.3 or newer."
         )
-    return f"MLflow refused the webhook: {_first_line(error, 'no reason given')}"
+    return f"MLflow refused the webhook: {first_line(error, 'no reason given')}"
 
 
 def install(client, url: str, secret: str, name: str = DEFAULT_NAME, test: bool = True) -> Installed:
@@ -85,13 +82,13 @@ def install(client, url: str, secret: str, name: str = DEFAULT_NAME, test: bool 
             raise WebhookInstallError(explain(e.message, url)) from None
         if _server_error(e):
             raise WebhookInstallError(
-                f"MLflow's webhooks API failed with a server error ({_first_line(e.message, e.error_code)}). "
+                f"MLflow's webhooks API failed with a server error ({first_line(e.message, e.error_code)}). "
                 "The usual cause is a server started without MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY, which "
                 f"can no longer read the secrets it stored; if its log says 'Error in _list_webhooks: .', "
                 f"{_KEY_HINT}. MLflow's API cannot delete a webhook whose secret it cannot read: delete "
                 "those rows from the webhooks table of its database first."
             ) from None
-        raise MlflowUnavailable(f"MLflow did not answer: {_first_line(e.message, e.error_code)}") from e
+        raise MlflowUnavailable(f"MLflow did not answer: {first_line(e.message, e.error_code)}") from e
     if not test:
         return Installed(hook.webhook_id, created, tested=False)
     try:

@@ -26,6 +26,7 @@ from hokusai_mlflow_plugin import gate, mlflow_facts
 from hokusai_mlflow_plugin import tags as T
 from hokusai_mlflow_plugin import tokens
 from hokusai_mlflow_plugin.db.models import DRAFT, Registration, Token
+from hokusai_mlflow_plugin.errors import first_line
 from hokusai_mlflow_plugin.service import wait_for_decision  # noqa: F401  (used by model_cli)
 from hokusai_mlflow_plugin.metrics import get_metric
 
@@ -71,7 +72,7 @@ class LoadedModel:
                 return mlflow_sklearn.load_model(str(self.path))
             except Exception as e:
                 raise ModelError(
-                    f"The scikit-learn model in {self.path} cannot be loaded ({type(e).__name__}: {_first_line(e)}): "
+                    f"The scikit-learn model in {self.path} cannot be loaded ({type(e).__name__}: {first_line(e, limit=200)}): "
                     "install what it needs (pip install scikit-learn), or pass --metric-value or --run-id."
                 ) from None
         return None
@@ -103,7 +104,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         obj = unpickle(p)
     except Exception as e:
         raise ModelError(
-            f"Model file {p} cannot be loaded as a pickle or joblib file ({type(e).__name__}: {_first_line(e)}): "
+            f"Model file {p} cannot be loaded as a pickle or joblib file ({type(e).__name__}: {first_line(e, limit=200)}): "
             f"{_WHAT_TO_PASS}."
         ) from None
     return LoadedModel(p, SKLEARN if _is_estimator(obj) else PICKLED, obj, size=p.stat().st_size)
@@ -165,7 +166,7 @@ def read_eval_data(csv: str | os.PathLike, target: str):
     try:
         frame = pd.read_csv(csv)
     except Exception as e:
-        raise BadOption("--eval-data", f"{csv} cannot be read as CSV ({type(e).__name__}: {_first_line(e)}): pass a CSV file with a header row.") from None
+        raise BadOption("--eval-data", f"{csv} cannot be read as CSV ({type(e).__name__}: {first_line(e, limit=200)}): pass a CSV file with a header row.") from None
     if target not in frame.columns:
         shown = ", ".join(map(str, frame.columns[:20]))
         raise BadOption("--target", f"Column '{target}' is not in {csv} (its columns: {shown}): pass the label column as --target.")
@@ -217,7 +218,7 @@ def compute_metric(estimator, metric_name: str, X, y) -> float:
     except Exception as e:
         raise ModelError(
             f"{type(estimator).__name__} could not be scored on the evaluation data ({type(e).__name__}: "
-            f"{_first_line(e)}): its columns must be the model's features plus the --target column."
+            f"{first_line(e, limit=200)}): its columns must be the model's features plus the --target column."
         ) from None
     return float(np.asarray(value))
 
@@ -287,7 +288,7 @@ def run_metric(client, run_id: str, metric_name: str) -> float:
     try:
         run = client.get_run(run_id)
     except MlflowException as e:
-        raise ModelError(f"MLflow has no run '{run_id}' ({_first_line(e)}): check --run-id.") from None
+        raise ModelError(f"MLflow has no run '{run_id}' ({first_line(e, limit=200)}): check --run-id.") from None
     if metric_name not in run.data.metrics:
         logged = ", ".join(sorted(run.data.metrics)) or "none"
         raise ModelError(
@@ -358,7 +359,7 @@ def log_and_register(
                 info = _log_model(loaded, model_name, tags)
     except (MlflowException, requests.RequestException) as e:
         raise ModelError(
-            f"MLflow at {tracking_uri} failed while logging the model ({type(e).__name__}: {_first_line(e)}): "
+            f"MLflow at {tracking_uri} failed while logging the model ({type(e).__name__}: {first_line(e, limit=200)}): "
             "check that the server is up and has room for artifacts, then run the command again."
         ) from None
     return Logged(run.info.run_id, str(info.registered_model_version))
@@ -398,19 +399,14 @@ def _tracking(uri: str):
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     saved = tracking_utils._tracking_uri, registry_utils._registry_uri
-    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved[0])
-        registry_utils._registry_uri = saved[1]
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with mlflow_facts.mlflow_env("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(saved[0])
+            registry_utils._registry_uri = saved[1]
 
 
 # -- the decision --------------------------------------------------------------------------------
@@ -429,11 +425,6 @@ def sort_best_first(registrations: list[Registration]) -> list[Registration]:
 
 
 # -- small things --------------------------------------------------------------------------------
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
 
 
 def _size(n: float) -> str:

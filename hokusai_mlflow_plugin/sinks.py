@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from hokusai_mlflow_plugin.errors import first_line
+
 _logger = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT = 10.0
@@ -102,7 +104,7 @@ class WebhookSink(Sink):
                 self.url, data=body.encode(), headers=self.headers(event_id, body), timeout=self._deadline
             )
         except requests.RequestException as e:
-            return Result(False, error=f"{type(e).__name__}: {self._redact(_first_line(e))}")
+            return Result(False, error=f"{type(e).__name__}: {self._redact(first_line(e, default=''))}")
         code = response.status_code
         response.close()
         if 200 <= code < 300:
@@ -140,7 +142,7 @@ class RedisStreamSink(Sink):
         try:
             self._client.xadd(self.stream, {"event_id": event_id, "event_type": event_type, "data": body})
         except redis.RedisError as e:
-            return Result(False, error=f"{type(e).__name__}: {_first_line(e)}")
+            return Result(False, error=f"{type(e).__name__}: {first_line(e, default='')}")
         return Result(True)
 
     def close(self) -> None:
@@ -155,10 +157,6 @@ class ConsoleSink(Sink):
     def send(self, event_id: str, event_type: str, body: str) -> Result:
         print(body, file=sys.stdout, flush=True)
         return Result(True)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:300]
 
 
 def from_settings(settings) -> list[Sink]:

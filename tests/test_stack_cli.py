@@ -167,13 +167,18 @@ def test_webhook_install_on_the_stack(stack_sqlite):
     stack_sqlite.client.delete_webhook(hooks[0].webhook_id)
 
 
+def plain_server_env(**webhook_settings: str) -> dict:
+    """An MLflow server's environment with MLflow's own webhook defaults, but for ``webhook_settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_WEBHOOK_", "MLFLOW_TRACKING"))}
+    return {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **webhook_settings}
+
+
 @pytest.fixture(scope="module")
 def strict_mlflow(tmp_path_factory):
     """An MLflow server with MLflow's default webhook policy (https only, public addresses only)."""
     workdir = tmp_path_factory.mktemp("strict-mlflow")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_WEBHOOK_", "MLFLOW_TRACKING"))}
-    env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY})
+    env = plain_server_env(MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=TEST_ENCRYPTION_KEY)
     process = ManagedProcess("strict mlflow", server_command(f"sqlite:///{workdir / 'm.db'}", workdir / "a", "127.0.0.1", port),
                              env, workdir / "log").start()
     process.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
@@ -196,9 +201,7 @@ def test_webhook_install_after_a_restart_without_an_encryption_key_names_the_var
     """MLflow without MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY makes a new key at every start: after a
     restart it cannot read the secrets it stored, and its webhooks API answers 500 with no message.
     The command says what to set instead of "MLflow did not answer"."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_WEBHOOK_", "MLFLOW_TRACKING"))}
-    env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-                "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"})
+    env = plain_server_env(MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true")
     for start in ("first", "restart"):  # the same database; the port need not be the same
         port = free_port()
         url = f"http://127.0.0.1:{port}"
