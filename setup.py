@@ -35,12 +35,12 @@ setup(
     },
     entry_points={
         "mlflow.run_context_provider": [
-            "hokusai=hokusai_mlflow_plugin.run_context:HokusaiRunContextProvider",
+            "hokusai=hokusai_mlflow_plugin.plugins.run_context:HokusaiRunContextProvider",
         ],
         "mlflow.model_registry_store": [
-            "hokusai+sqlite=hokusai_mlflow_plugin.registry_entry:build_registry_store",
-            "hokusai+postgresql=hokusai_mlflow_plugin.registry_entry:build_registry_store",
-            "hokusai+mysql=hokusai_mlflow_plugin.registry_entry:build_registry_store",
+            "hokusai+sqlite=hokusai_mlflow_plugin.plugins.registry_store:build_registry_store",
+            "hokusai+postgresql=hokusai_mlflow_plugin.plugins.registry_store:build_registry_store",
+            "hokusai+mysql=hokusai_mlflow_plugin.plugins.registry_store:build_registry_store",
         ],
         "console_scripts": [
             "hokusai=hokusai_mlflow_plugin.cli:main",

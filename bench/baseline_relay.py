@@ -20,17 +20,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hokusai_mlflow_plugin.db.models import DELIVERED, utcnow
-from hokusai_mlflow_plugin.relay import Relay, RetryPolicy
-from hokusai_mlflow_plugin.sinks import Result, WebhookSink
-from hokusai_mlflow_plugin.sinks import from_settings as sinks_from_settings
+from hokusai_mlflow_plugin.events.relay import Relay, RetryPolicy
+from hokusai_mlflow_plugin.events.sinks import Result, WebhookSink
+from hokusai_mlflow_plugin.events.sinks import from_settings as sinks_from_settings
 
 
 class PerDeliveryRelay(Relay):
     def deliver_batch(self, sink_name: str, event_ids: list[str] | None = None) -> int:
         sink = self.sinks[sink_name]
-        batch = self.claim(sink_name, event_ids=event_ids)
+        batch = self.deliveries.claim(sink_name, event_ids=event_ids)
         for delivery_id, event_id, event_type, body in batch:
-            if not self.renew([delivery_id]):
+            if not self.deliveries.renew([delivery_id]):
                 continue
             attempted_at = utcnow()
             started = time.perf_counter()
@@ -39,7 +39,7 @@ class PerDeliveryRelay(Relay):
             except Exception as e:
                 result = Result(False, error=f"{type(e).__name__}: {e}")
             latency_ms = (time.perf_counter() - started) * 1000
-            status = self.record(delivery_id, result, latency_ms, attempted_at)
+            status = self.deliveries.record(delivery_id, result, latency_ms, attempted_at)
             if status != DELIVERED:
                 print(f"event {event_id} to {sink_name}: {status} ({result.error})", file=sys.stderr)
         return len(batch)
@@ -61,17 +61,13 @@ def baseline_from_settings(settings) -> PerDeliveryRelay:
 
 
 def main() -> None:
-    import signal
-    import threading
-
-    from hokusai_mlflow_plugin import watch
+    from hokusai_mlflow_plugin.cli.common import stop_on_signals
     from hokusai_mlflow_plugin.config import load_settings
+    from hokusai_mlflow_plugin.events import listen as watch
 
     settings = load_settings()
     relay = baseline_from_settings(settings)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     relay.start()
     listener_stop = None
     if watch.is_postgresql(settings.database_url):

@@ -127,8 +127,8 @@ def run_size(n: int, args, analyzed_only: bool) -> list[tuple]:
 
     from hokusai_mlflow_plugin.db.migrate import upgrade
     from hokusai_mlflow_plugin.db.session import dispose, session_factory
-    from hokusai_mlflow_plugin.relay import Relay
-    from hokusai_mlflow_plugin.sinks import WebhookSink
+    from hokusai_mlflow_plugin.events.relay import Relay
+    from hokusai_mlflow_plugin.events.sinks import WebhookSink
     from tests.harness import create_pg_database, drop_pg_database
 
     url = create_pg_database("hokusai_bench_fanout")
@@ -149,7 +149,7 @@ def run_size(n: int, args, analyzed_only: bool) -> list[tuple]:
             if made:
                 raise SystemExit(f"fan_out made {made} rows: the fill is wrong")
             f_med, f_max, f_n = timed(relay.fan_out, args.repeat, args.give_up)
-            c_med, c_max, _ = timed(lambda: relay.claim(sink.name), args.repeat, args.give_up)
+            c_med, c_max, _ = timed(lambda: relay.deliveries.claim(sink.name), args.repeat, args.give_up)
             out.append((n, label, f_med, f_max, f_n, c_med, c_max, plan))
             print(f"  outbox {n:>6}, {label:<13}: fan_out() median {f_med:9.2f} ms (max {f_max:9.2f}, {f_n} runs); "
                   f"claim() median {c_med:7.2f} ms", flush=True)

@@ -112,7 +112,7 @@ def run_import(variant: str) -> dict:
     if variant == "hidden":
         if result["loaded"] or not result["hidden"]:
             raise SystemExit(f"baseline is not clean: {result}")
-    elif "hokusai_mlflow_plugin.run_context" not in result["loaded"] or result["hidden"]:
+    elif "hokusai_mlflow_plugin.plugins.run_context" not in result["loaded"] or result["hidden"]:
         raise SystemExit(f"plugin variant did not load the plugin: {result}")
     return result
 

@@ -20,10 +20,10 @@ on one service built as ``webhook_app.views.init_app`` builds it, and times each
 * (a) ``webhook_app.signature.verify`` on the body MLflow sends (``json.dumps`` of the
   ``model_version.created`` event, about 250 bytes) with the headers MLflow's delivery carries, as
   the werkzeug ``EnvironHeaders`` object Flask hands the view; then ``parse_event`` (a2);
-* (c1) the registration pre-check ``RegistrationService._registration`` (one SELECT outside any
+* (c1) the registration pre-check ``RegistrationService.find`` (one SELECT outside any
   transaction);
 * (b) the MLflow look-ups ``mlflow_facts.fetch`` (get_model_version, get_logged_model, get_run);
-* (c2) the decide-and-record transaction ``RegistrationService._decide_and_record`` (token read,
+* (c2) the decide-and-record transaction ``RegistrationService.decide_and_record`` (token read,
   decision, then compare-and-set, registration row, two outbox rows and, on PostgreSQL, their
   NOTIFY: one statement on PostgreSQL, four on SQLite; commit);
 * (d) for reference, ``mlflow_facts.tag_outcome`` (two MLflow writes after the commit; the
@@ -78,9 +78,9 @@ TARGET_MS = 5.0
 PARTS = [
     ("a", "(a) signature verify"),
     ("a2", "(a2) parse_event"),
-    ("c1", "(c1) pre-check _registration"),
+    ("c1", "(c1) pre-check find"),
     ("b", "(b) MLflow look-ups fetch"),
-    ("c2", "(c2) _decide_and_record txn"),
+    ("c2", "(c2) decide_and_record txn"),
     ("d", "(d) tag_outcome (MLflow writes)"),
 ]
 
@@ -109,9 +109,10 @@ class StatementCounter:
 def run_kind(kind: str, args) -> dict:
     from mlflow import MlflowClient
 
-    from hokusai_mlflow_plugin import mlflow_facts
+    from hokusai_mlflow_plugin.db.errors import guarded
     from hokusai_mlflow_plugin.db.session import get_engine
-    from hokusai_mlflow_plugin.service import RegistrationService
+    from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
+    from hokusai_mlflow_plugin.registration.service import RegistrationService
     from webhook_app.signature import parse_event, verify
 
     with Backend(kind) as b:
@@ -175,7 +176,7 @@ def run_kind(kind: str, args) -> dict:
             else:
                 if profile and counted:
                     profile.enable()
-                earlier = service._guard(service._registration, name, version)
+                earlier = guarded(service.find, name, version)
                 if profile and counted:
                     profile.disable()
             mark()
@@ -188,7 +189,7 @@ def run_kind(kind: str, args) -> dict:
             else:
                 if profile and counted:
                     profile.enable()
-                outcome, _ = service._guard(service._decide_and_record, facts, delivery.delivery_id, False)
+                outcome, _ = guarded(service.decide_and_record, facts, delivery.delivery_id)
                 if profile and counted:
                     profile.disable()
                 status, reason = outcome.status, outcome.reason
@@ -267,7 +268,7 @@ def run_kind(kind: str, args) -> dict:
 
 
 class OldOrmPath:
-    """The previous ``RegistrationService._registration`` and ``_decide_and_record`` (commit 837e842,
+    """The previous ``RegistrationService.find`` and ``_decide_and_record`` (commit 837e842,
     fresh versions only), kept here as the same-run baseline: the ORM unit of work, on an engine with
     ``pool_pre_ping`` on PostgreSQL (as ``db.session`` made them), and one ``SELECT pg_notify`` per
     event. Not package code."""
@@ -289,8 +290,8 @@ class OldOrmPath:
 
     def decide_and_record(self, facts, delivery_id: str | None) -> tuple[str, str]:
         from hokusai_mlflow_plugin.db.models import OUTCOME_REGISTERED, Registration, Token
-        from hokusai_mlflow_plugin.decision import decide, token_id_of
-        from hokusai_mlflow_plugin.events import registration_events
+        from hokusai_mlflow_plugin.registration.decision import decide, token_id_of
+        from hokusai_mlflow_plugin.registration.records import registration_events
         from tests.harness import notify  # what the old code's events.notify did
 
         with self.sessions.begin() as session:
@@ -352,15 +353,15 @@ def run_isolated(b: Backend, n: int) -> dict[str, dict[str, list[float]]]:
     from sqlalchemy.orm import sessionmaker
 
     from hokusai_mlflow_plugin.db.models import Token
-    from hokusai_mlflow_plugin.mlflow_facts import VersionFacts
-    from hokusai_mlflow_plugin.service import RegistrationService
+    from hokusai_mlflow_plugin.mlflow_io.facts import VersionFacts
+    from hokusai_mlflow_plugin.registration.service import RegistrationService
 
     url = sa.make_url(b.db_url).set(drivername="postgresql+psycopg")
     pinged = sessionmaker(bind=sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5}), expire_on_commit=False)
     old = OldOrmPath(b)
 
     def shipped(svc):
-        return svc._registration, lambda facts, delivery_id: svc._decide_and_record(facts, delivery_id, False)[0].status
+        return svc.find, lambda facts, delivery_id: svc.decide_and_record(facts, delivery_id)[0].status
 
     variants = [
         ("as shipped", *shipped(RegistrationService(b.sessions, None))),

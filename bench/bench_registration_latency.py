@@ -62,7 +62,7 @@ class Receiver:
     """The real receiver over HTTP on loopback: gunicorn in a process group, or a ReceiverThread."""
 
     def __init__(self, mode: str, b: Backend, workers: int):
-        from hokusai_mlflow_plugin.mlflow_server import ManagedProcess, free_port
+        from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
 
         self.mode = mode
         self.proc = None
@@ -109,7 +109,7 @@ class TokenPoller:
         if kind == "postgresql":
             import psycopg
 
-            from hokusai_mlflow_plugin.watch import libpq_dsn
+            from hokusai_mlflow_plugin.events.listen import libpq_dsn
 
             self.conn = psycopg.connect(libpq_dsn(db_url), autocommit=True)
             self.sql = "SELECT status, updated_at FROM hokusai_tokens WHERE token_id = %s"

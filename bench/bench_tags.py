@@ -49,12 +49,12 @@ def main() -> None:
 
     from importlib.metadata import version
 
-    # mlflow first, as in a user's process: importing hokusai_mlflow_plugin.run_context before
+    # mlflow first, as in a user's process: importing hokusai_mlflow_plugin.plugins.run_context before
     # mlflow makes MLflow load the entry point while run_context is half-initialised.
     import mlflow  # noqa: F401
 
-    from hokusai_mlflow_plugin import run_context
-    from hokusai_mlflow_plugin.run_context import HokusaiRunContextProvider, context_tags
+    from hokusai_mlflow_plugin.plugins import run_context
+    from hokusai_mlflow_plugin.plugins.run_context import HokusaiRunContextProvider, context_tags
 
     provider = HokusaiRunContextProvider()
     run_context.reset()

@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 
+from hokusai_mlflow_plugin.core.errors import ConfigError
 
-class ConfigError(Exception):
-    """The configuration is missing something or holds a value we cannot use."""
+__all__ = ["ConfigError", "Settings", "load_settings", "receiver_problem", "redact_url"]
 
 
 # Config-file keys (also accepted in upper case, as the original platform's files wrote them).
@@ -57,6 +57,21 @@ class Settings:
     def with_overrides(self, **overrides) -> "Settings":
         known = {f.name for f in fields(self)}
         return replace(self, **{k: v for k, v in overrides.items() if k in known and v is not None})
+
+
+def receiver_problem(webhook_secrets, tracking_uri) -> str | None:
+    """Why the receiver cannot start with these settings (what to set), or None."""
+    if not webhook_secrets:
+        return (
+            "HOKUSAI_WEBHOOK_SECRET is not set: the receiver cannot verify MLflow's signatures. "
+            "Set it to the secret given to the MLflow webhook (a comma-separated list for rotation)."
+        )
+    if not tracking_uri:
+        return (
+            "MLFLOW_TRACKING_URI is not set: the receiver reads model versions, runs and metrics "
+            "from MLflow. Set it to the MLflow server's URL."
+        )
+    return None
 
 
 def redact_url(url: str) -> str:

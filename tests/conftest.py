@@ -85,7 +85,7 @@ def unique_name():
 
 @pytest.fixture(scope="session")
 def stack_sqlite(tmp_path_factory):
-    from tests.stack import Stack
+    from tests.live_stack import Stack
 
     workdir = tmp_path_factory.mktemp("stack-sqlite")
     server = MlflowServer(backend_uri=f"sqlite:///{workdir / 'mlflow.db'}", workdir=workdir, kind="sqlite").start()
@@ -97,7 +97,7 @@ def stack_sqlite(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stack_postgres(tmp_path_factory):
-    from tests.stack import Stack
+    from tests.live_stack import Stack
 
     mlflow_url = create_pg_database("hokusai_stack_mlflow")
     # owned by a role of its own with a password, so that tests can check it never reaches a log

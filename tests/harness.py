@@ -14,12 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_mlflow_plugin.mlflow_server import (
-    ManagedProcess,
-    free_port,
-    server_command,
-    server_env,
-)
+from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env
+from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -264,7 +260,7 @@ def notify(session, event_ids: list[str]) -> None:
     '<event_id>'``, delivered at commit), for tests and benchmarks that write outbox rows directly."""
     import sqlalchemy as sa
 
-    from hokusai_mlflow_plugin.events import NOTIFY_CHANNEL
+    from hokusai_mlflow_plugin.db.models import NOTIFY_CHANNEL
 
     if session.get_bind().dialect.name != "postgresql":
         return

@@ -7,11 +7,15 @@ runs Flask's development server for local use.
 from __future__ import annotations
 
 import logging
-import os
 
 from flask import Flask
 
-from hokusai_mlflow_plugin.config import load_settings
+from hokusai_mlflow_plugin.config import load_settings, receiver_problem
+from hokusai_mlflow_plugin.core.errors import ConfigError
+from hokusai_mlflow_plugin.db.session import session_factory
+from hokusai_mlflow_plugin.events.relay import from_settings as relay_from_settings
+from hokusai_mlflow_plugin.mlflow_io.client import client, fail_fast_by_default
+from hokusai_mlflow_plugin.registration.service import RegistrationService
 from webhook_app.signature import DEFAULT_TOLERANCE, MAX_BODY, WebhookConfigurationError
 
 
@@ -31,22 +35,44 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     if test_config:
         app.config.update(test_config)
-    if not app.config["HOKUSAI_WEBHOOK_SECRETS"]:
-        raise WebhookConfigurationError(
-            "HOKUSAI_WEBHOOK_SECRET is not set: the receiver cannot verify MLflow's signatures. "
-            "Set it to the secret given to the MLflow webhook (a comma-separated list for rotation)."
-        )
-    if not app.config["MLFLOW_TRACKING_URI"]:
-        raise WebhookConfigurationError(
-            "MLFLOW_TRACKING_URI is not set: the receiver reads model versions, runs and metrics "
-            "from MLflow. Set it to the MLflow server's URL."
-        )
+    problem = receiver_problem(app.config["HOKUSAI_WEBHOOK_SECRETS"], app.config["MLFLOW_TRACKING_URI"])
+    if problem:
+        raise WebhookConfigurationError(problem)
     # The receiver answers MLflow within its short retry window: fail fast on an unreachable
     # MLflow (503, MLflow retries, the reconcile sweep catches the rest) instead of MLflow's
     # default minutes of client-side retries. Operators may still set these themselves.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    level = app.config["HOKUSAI_SETTINGS"].log_level
+    fail_fast_by_default()
+    _configure_logging(app.config["HOKUSAI_SETTINGS"].log_level)
+    _wire(app)
+
+    from webhook_app import views
+
+    app.register_blueprint(views.bp)
+    app.register_error_handler(413, lambda e: ({"error": "body too large", "limit": app.config["MAX_CONTENT_LENGTH"]}, 413))
+    app.register_error_handler(500, lambda e: ({"error": "internal error"}, 500))  # JSON, no page
+    return app
+
+
+def _wire(app: Flask) -> None:
+    """The registration service the views call, and this process's relay on its fast path."""
+    service = RegistrationService(session_factory(app.config["HOKUSAI_DATABASE_URL"]), client(app.config["MLFLOW_TRACKING_URI"]))
+    app.extensions["hokusai"] = service
+    if not app.config["HOKUSAI_RELAY"]:
+        return
+    # The fast path: this process's relay threads wake the moment a registration commits.
+    try:
+        relay = relay_from_settings(app.config["HOKUSAI_SETTINGS"], service.sessions, poll_interval=app.config["HOKUSAI_RELAY_POLL"])
+    except ConfigError as e:
+        raise WebhookConfigurationError(str(e)) from None
+    if relay.sinks:
+        # Started by the first request in each process, not here: under `gunicorn --preload`
+        # the app is built in the master, and threads do not survive the fork into workers.
+        service.after_commit.append(relay.kick)
+        app.extensions["hokusai_relay"] = relay
+        app.before_request(lambda: relay.ensure_started())
+
+
+def _configure_logging(level: str) -> None:
     for name in ("hokusai_mlflow_plugin", "webhook_app"):
         logger = logging.getLogger(name)
         logger.setLevel(level)
@@ -54,8 +80,3 @@ def create_app(test_config: dict | None = None) -> Flask:
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logger.addHandler(handler)
-
-    from webhook_app import views
-
-    views.init_app(app)
-    return app

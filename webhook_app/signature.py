@@ -17,6 +17,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hokusai_mlflow_plugin.core.errors import ConfigError
+
 DEFAULT_TOLERANCE = 300  # seconds, both ways
 MAX_BODY = 1024 * 1024
 
@@ -29,7 +31,7 @@ class WebhookVerificationError(Exception):
     """The request is not a genuine, fresh MLflow delivery. The message never holds a secret."""
 
 
-class WebhookConfigurationError(Exception):
+class WebhookConfigurationError(ConfigError):
     """The receiver cannot verify anything (no secret configured)."""
 
 

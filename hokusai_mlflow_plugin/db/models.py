@@ -18,6 +18,8 @@ NAMING_CONVENTION = {
 # Token statuses. draft -> registered is ours; deployed and archived are set by others.
 DRAFT, REGISTERED, DEPLOYED, ARCHIVED = "draft", "registered", "deployed", "archived"
 TOKEN_STATUSES = (DRAFT, REGISTERED, DEPLOYED, ARCHIVED)
+# PostgreSQL's NOTIFY channel on which each new outbox event's id is sent at commit.
+NOTIFY_CHANNEL = "hokusai_events"
 # Registration outcomes.
 OUTCOME_REGISTERED, OUTCOME_REJECTED = "registered", "rejected"
 
@@ -55,8 +57,8 @@ class Token(Base):
             "mlflow_run_id": self.mlflow_run_id,
             "model_name": self.model_name,
             "model_version": self.model_version,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
         }
 
 
@@ -91,7 +93,7 @@ class Registration(Base):
             "baseline_value": self.baseline_value,
             "mlflow_run_id": self.mlflow_run_id,
             "delivery_id": self.delivery_id,
-            "created_at": _iso(self.created_at),
+            "created_at": iso(self.created_at),
         }
 
 
@@ -158,7 +160,7 @@ class SweepState(Base):
     value: Mapped[str] = mapped_column(sa.Text)
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC

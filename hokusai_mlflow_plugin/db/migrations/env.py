@@ -3,9 +3,8 @@ the CLI, the receiver and the tests, whose logging is theirs."""
 
 from alembic import context
 
+from hokusai_mlflow_plugin.db.migrate import VERSION_TABLE
 from hokusai_mlflow_plugin.db.models import Base
-
-VERSION_TABLE = "hokusai_alembic_version"  # MLflow's own tables may share this database
 
 connection = context.config.attributes["connection"]
 context.configure(

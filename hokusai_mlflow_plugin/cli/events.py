@@ -1,0 +1,113 @@
+"""``hokusai events ...``: the outbox, its deliveries, the relay worker and the watcher."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hokusai_mlflow_plugin.cli.common import domain_errors, emit, pass_ctx, stop_on_signals
+
+
+@click.group()
+def events():
+    """The event outbox, its deliveries and the relay."""
+
+
+def _relay(obj, console: bool = False):
+    """The relay the settings configure; a misconfigured sink is a ConfigError naming the setting."""
+    from hokusai_mlflow_plugin.events import relay
+
+    settings = obj.settings.with_overrides(event_console=True) if console else obj.settings
+    return relay.from_settings(settings, obj.sessions())
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(["pending", "failed", "dead", "delivered"]), help="Only deliveries in this state.")
+@click.option("--limit", default=100, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, with every attempt.")
+@pass_ctx
+@domain_errors
+def events_list(obj, status, limit, as_json):
+    """Show event deliveries per sink, newest first, with their attempts."""
+    from hokusai_mlflow_plugin.events import outbox
+
+    with obj.sessions()() as session:
+        rows = outbox.deliveries_or_events(session, status, limit)
+    lines = []
+    for r in rows:
+        err = f"  last error: {r['last_error']}" if r.get("last_error") else ""
+        lines.append(f"{r['event_id']}  {r['event_type']:<24} {r['sink'] or '-':<40} {r['status']:<9} attempts={r['attempts']}{err}")
+    emit(rows, as_json, "\n".join(lines) or "No events.")
+
+
+@events.command("redeliver")
+@click.argument("event_id")
+@pass_ctx
+@domain_errors
+def events_redeliver(obj, event_id):
+    """Send EVENT_ID out again to every sink (same webhook-id), now."""
+    from hokusai_mlflow_plugin.events import outbox
+
+    relay = _relay(obj)
+    if not relay.sinks:
+        raise click.ClickException("No sink is configured: set HOKUSAI_EVENT_WEBHOOK_URL or HOKUSAI_REDIS_URL.")
+    with obj.sessions().begin() as session:
+        outbox.reset_for_redelivery(session, event_id)
+    relay.deliver_event(event_id)  # sinks configured since the event was first sent get it too
+    with obj.sessions()() as session:
+        rows = outbox.list_deliveries(session, event_id=event_id)
+    for r in rows:
+        click.echo(f"{r['sink']}: {r['status']}" + (f" ({r['last_error']})" if r["last_error"] else ""))
+    if any(r["status"] != "delivered" for r in rows):
+        sys.exit(1)
+
+
+@events.command("relay")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.option("--console", is_flag=True, envvar="HOKUSAI_EVENT_CONSOLE", help="Also print each event (development).")
+@pass_ctx
+@domain_errors
+def events_relay(obj, once, console):
+    """Deliver outbox events to the configured sinks (a worker; several may run together)."""
+    from hokusai_mlflow_plugin.events import listen
+
+    relay = _relay(obj, console)
+    if not relay.sinks:
+        raise click.ClickException(
+            "No sink is configured: set HOKUSAI_EVENT_WEBHOOK_URL (and its secret), HOKUSAI_REDIS_URL, "
+            "or pass --console. Until then the outbox keeps the events."
+        )
+    if once:
+        click.echo(f"Delivered or tried {relay.run_once()} deliveries.")
+        return
+    stop = stop_on_signals()
+    relay.start()
+    listener_stop = None
+    if listen.is_postgresql(obj.settings.database_url):
+        _, listener_stop = listen.start_listener(obj.settings.database_url, lambda event_id: relay.kick([event_id]))
+    click.echo(f"Relaying to {', '.join(relay.sinks)}; Ctrl-C to stop.", err=True)
+    stop.wait()
+    if listener_stop:
+        listener_stop.set()
+    relay.stop()
+
+
+@events.command("watch")
+@click.option("--poll", default=1.0, show_default=True, help="Seconds between looks where there is no LISTEN/NOTIFY.")
+@pass_ctx
+@domain_errors
+def events_watch(obj, poll):
+    """Print each new outbox event as one JSON line (woken by LISTEN/NOTIFY on PostgreSQL)."""
+    from hokusai_mlflow_plugin.events.envelope import envelope_json
+    from hokusai_mlflow_plugin.events.listen import EventWatch
+
+    watch = EventWatch(obj.sessions(), obj.settings.database_url, poll)
+    click.echo("Watching for events; Ctrl-C to stop.", err=True)
+    try:
+        for event in watch:
+            click.echo(envelope_json(event))
+    except KeyboardInterrupt:
+        return
+    finally:
+        watch.close()

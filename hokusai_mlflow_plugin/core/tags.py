@@ -1,0 +1,66 @@
+"""Tag names and the rules for their values, and how MLflow spells its own identifiers (LoggedModel
+ids, version numbers); shared by the plugins, the registration service and the CLI.
+
+Standard library only: the run-context plugin imports it inside every ``import mlflow``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from hokusai_mlflow_plugin.core.metrics import SUPPORTED, get_metric, normalize_metric_name
+
+TOKEN_ID = "hokusai_token_id"
+METRIC = "hokusai_metric"
+BASELINE = "hokusai_baseline"
+STATUS = "hokusai_status"
+REASON = "hokusai_reason"
+
+#: Tags that travel from a run or LoggedModel to a model version.
+INPUT_TAGS = (TOKEN_ID, METRIC, BASELINE)
+
+ENV_TOKEN_ID = "HOKUSAI_TOKEN_ID"
+ENV_METRIC = "HOKUSAI_METRIC"
+ENV_BASELINE = "HOKUSAI_BASELINE"
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+TOKEN_ID_FORM = "1 to 64 characters from A-Z, a-z, 0-9, '_' and '-' (stored upper case)"
+BASELINE_FORM = "a finite number, such as 0.82"
+METRIC_FORM = f"one of {SUPPORTED}"
+
+
+def normalize_token_id(value: str) -> str | None:
+    """Return the token id as the Hokusai platform stores it (stripped, upper case), or None."""
+    token = value.strip()
+    if not _TOKEN_RE.fullmatch(token):
+        return None
+    return token.upper()
+
+
+def parse_baseline(value: str) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def normalize_metric(value: str) -> str | None:
+    return normalize_metric_name(value) if get_metric(value) else None
+
+
+def logged_model_id(source: str | None) -> str | None:
+    """``models:/m-abc`` -> ``m-abc``; anything else (runs:/, models:/name/1, paths) -> None."""
+    if source and source.startswith("models:/"):
+        rest = source[len("models:/"):].strip("/")
+        if rest.startswith("m-") and "/" not in rest:
+            return rest
+    return None
+
+
+def version_key(version: str) -> tuple:
+    """The order of MLflow's model versions, which are numbers in strings: "10" is newer than "9"."""
+    version = str(version)
+    return (0, int(version), "") if version.isdecimal() else (-1, 0, version)

@@ -1,0 +1,88 @@
+"""The one way this project talks to MLflow: a client for a URI, the environment that makes it
+fail fast, one pager, and one translation of its failures into the domain's errors."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+from hokusai_mlflow_plugin.core.errors import NOT_FOUND, HokusaiError, MlflowUnavailable
+
+_NOT_FOUND = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
+
+# MLflow's client retries a failed request seven times with backoff by default: two minutes on a
+# server that is down. Everything here answers someone who waits (MLflow's webhook delivery, whose
+# own retries last about 7 s; a person at a terminal), so it fails fast instead: one retry, a
+# 10 s timeout. Values the operator set in the environment win.
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+class VersionNotFound(HokusaiError):
+    """MLflow has no such model version (deleted since, or MLflow's own test payload)."""
+
+    kind = NOT_FOUND
+
+
+def client(uri: str) -> MlflowClient:
+    """A client whose tracking and registry are both the server at ``uri``."""
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def fail_fast_by_default(environ=os.environ) -> None:
+    """Make this whole process fail fast on MLflow (a long-running receiver), unless the operator
+    chose otherwise."""
+    for key, value in FAIL_FAST.items():
+        environ.setdefault(key, value)
+
+
+@contextmanager
+def failing_fast():
+    """Fail fast on MLflow within a block (one CLI command), unless the operator chose otherwise."""
+    with mlflow_env(**{key: os.environ.get(key, value) for key, value in FAIL_FAST.items()}):
+        yield
+
+
+@contextmanager
+def mlflow_env(*keep: str, **values: str):
+    """Set the variables MLflow's client reads (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+    ``HOKUSAI_TOKEN_ID`` for the run-context plugin, ...) for a block; afterwards put back exactly
+    what was there, for those and for the ``keep`` variables that the block may set itself."""
+    saved = {k: os.environ.get(k) for k in (*keep, *values)}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def call(fn, *args, **kwargs):
+    """Call the MLflow client; its failures become ``VersionNotFound`` or ``MlflowUnavailable``."""
+    try:
+        return fn(*args, **kwargs)
+    except MlflowException as e:
+        if e.error_code in _NOT_FOUND:
+            raise VersionNotFound(str(e)) from e
+        raise MlflowUnavailable(f"MLflow did not answer: {e.message[:300]}") from e
+    except Exception as e:  # connection refused, timeouts, DNS
+        raise MlflowUnavailable(f"MLflow is unreachable: {type(e).__name__}") from e
+
+
+def pages(search: Callable, *args, page_size: int = 200, **kwargs) -> Iterator:
+    """Every item of an MLflow search or list call (``search_model_versions``, ``list_webhooks``),
+    page after page, as the pages are needed."""
+    token = None
+    while True:
+        page = search(*args, max_results=page_size, page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return

@@ -1,0 +1,93 @@
+"""What MLflow knows about a model version: its tags, its LoggedModel's and its run's, and the
+metrics logged on them. Read, never written (except the outcome tags, by ``tag_outcome``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from hokusai_mlflow_plugin.core import tags
+from hokusai_mlflow_plugin.mlflow_io.client import VersionNotFound, call
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VersionFacts:
+    model_name: str
+    version: str
+    source: str | None
+    run_id: str | None = None
+    model_id: str | None = None
+    version_tags: dict[str, str] = field(default_factory=dict)
+    model_tags: dict[str, str] = field(default_factory=dict)
+    run_tags: dict[str, str] = field(default_factory=dict)
+    run_metrics: dict[str, float] = field(default_factory=dict)
+    model_metrics: dict[str, float] = field(default_factory=dict)
+
+    def tag(self, key: str) -> str | None:
+        """A ``hokusai_*`` tag: the version's, else the LoggedModel's, else the run's."""
+        for found in (self.version_tags, self.model_tags, self.run_tags):
+            if found.get(key) not in (None, ""):
+                return found[key]
+        return None
+
+    def metric(self, name: str) -> float | None:
+        """The run's logged metric, else the LoggedModel's. Never synthesised."""
+        if name in self.run_metrics:
+            return self.run_metrics[name]
+        return self.model_metrics.get(name)
+
+
+def fetch(client, model_name: str, version: str) -> VersionFacts:
+    mv = call(client.get_model_version, model_name, str(version))
+    facts = VersionFacts(
+        model_name=mv.name,
+        version=str(mv.version),
+        source=mv.source,
+        run_id=mv.run_id or None,
+        model_id=getattr(mv, "model_id", None) or tags.logged_model_id(mv.source),
+        version_tags=dict(mv.tags or {}),
+    )
+    if facts.model_id:
+        try:
+            logged = call(client.get_logged_model, facts.model_id)
+        except VersionNotFound:
+            logged = None  # a deleted LoggedModel: the run may still tell
+        if logged is not None:
+            facts.model_tags = dict(logged.tags or {})
+            facts.model_metrics = _latest(logged.metrics or [])
+            facts.run_id = facts.run_id or logged.source_run_id
+    if facts.run_id:
+        try:
+            run = call(client.get_run, facts.run_id)
+        except VersionNotFound:
+            run = None
+        if run is not None:
+            facts.run_tags = dict(run.data.tags)
+            facts.run_metrics = dict(run.data.metrics)
+    return facts
+
+
+def _latest(metrics) -> dict[str, float]:
+    """The last value of each key (by step, then time) among a LoggedModel's metrics."""
+    best: dict[str, tuple] = {}
+    for m in metrics:
+        order = (m.step or 0, m.timestamp or 0)
+        if m.key not in best or order >= best[m.key][0]:
+            best[m.key] = (order, m.value)
+    return {k: v for k, (_, v) in best.items()}
+
+
+def tag_outcome(client, model_name: str, version: str, status: str, reason: str) -> bool:
+    """Show the decision on the model version in the MLflow UI. Failure is logged, not raised:
+    the decision is already committed."""
+    try:
+        client.set_model_version_tag(model_name, str(version), tags.STATUS, status)
+        client.set_model_version_tag(model_name, str(version), tags.REASON, reason[:5000])
+        return True
+    except Exception as e:
+        _logger.warning(
+            "Could not tag %s version %s with its outcome (%s): %s", model_name, version, status, e
+        )
+        return False

@@ -1,0 +1,158 @@
+"""``mlflow.model_registry_store`` plugin for ``hokusai+<SQLAlchemy URL>`` registry URIs.
+
+``HokusaiRegistryStore`` is MLflow's own ``SqlAlchemyStore`` on the inner URL (so MLflow's webhooks
+keep firing), with one addition: a new model version that does not carry ``hokusai_token_id`` in its
+create request gets the ``hokusai_*`` tags of its source LoggedModel, completed by its run's when
+the run has the same token (or the LoggedModel none). That makes
+every version carry its token, registrations from the MLflow UI included.
+
+The constructor does no I/O; the database is opened on first use (without a URI, MLflow's registry
+URI then). The store pickles as its URIs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from mlflow.entities.model_registry import ModelVersionTag
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+from hokusai_mlflow_plugin.core import tags as T
+
+_logger = logging.getLogger(__name__)
+
+SCHEME_PREFIX = "hokusai+"
+_SERVER_BACKEND_ENV = "_MLFLOW_SERVER_FILE_STORE"  # set by `mlflow server` for its workers
+
+
+def inner_uri(store_uri: str) -> str:
+    """``hokusai+sqlite:///x.db`` -> ``sqlite:///x.db``."""
+    if not store_uri or not store_uri.startswith(SCHEME_PREFIX):
+        raise ValueError(
+            f"A Hokusai registry store URI starts with '{SCHEME_PREFIX}', such as "
+            f"'hokusai+sqlite:///mlflow.db'; got {store_uri!r}"
+        )
+    return store_uri[len(SCHEME_PREFIX):]
+
+
+def _default_store_uri() -> str:
+    """Without a URI, the registry URI MLflow resolves (MLFLOW_REGISTRY_URI, else the tracking URI)."""
+    from mlflow.tracking._model_registry.utils import get_registry_uri
+
+    return get_registry_uri()
+
+
+def _hokusai_tags(tags: dict[str, str] | None) -> dict[str, str]:
+    return {k: v for k, v in (tags or {}).items() if k in T.INPUT_TAGS}
+
+
+class HokusaiRegistryStore(SqlAlchemyStore):
+    """MLflow's SQL registry store that stamps ``hokusai_*`` tags on new model versions."""
+
+    def __init__(self, store_uri=None, tracking_uri=None):
+        # No I/O here: MLflow builds stores eagerly, and a store must stay picklable.
+        self._store_uri = store_uri
+        self._tracking_uri = tracking_uri
+        self._init_lock = threading.Lock()
+        self._ready = False
+        if store_uri is not None:
+            inner_uri(store_uri)  # fail fast on a URI that is not ours (no I/O)
+
+    # -- lazy initialisation ----------------------------------------------------------------------
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        with self._init_lock:
+            if not self._ready:
+                SqlAlchemyStore.__init__(self, inner_uri(self._store_uri or _default_store_uri()))
+                self._ready = True
+
+    def __getattr__(self, name):
+        # Called only for attributes that are not set yet: those made by SqlAlchemyStore.__init__
+        # (engine, ManagedSessionMaker, ...). Dunders and our own fields never trigger I/O.
+        if name.startswith("__") or name in ("_store_uri", "_tracking_uri", "_init_lock", "_ready"):
+            raise AttributeError(name)
+        self._ensure_ready()
+        return object.__getattribute__(self, name)
+
+    def __getstate__(self):
+        return {"store_uri": self._store_uri, "tracking_uri": self._tracking_uri}
+
+    def __setstate__(self, state):
+        self.__init__(state["store_uri"], state["tracking_uri"])
+
+    # -- stamping ---------------------------------------------------------------------------------
+
+    def create_model_version(
+        self,
+        name,
+        source,
+        run_id=None,
+        tags=None,
+        run_link=None,
+        description=None,
+        local_model_path=None,
+        model_id=None,
+    ):
+        self._ensure_ready()
+        tags = list(tags or [])
+        if not any(t.key == T.TOKEN_ID for t in tags):
+            given = {t.key for t in tags}
+            stamped = self._source_tags(source, run_id, model_id)
+            tags.extend(ModelVersionTag(k, v) for k, v in stamped.items() if k not in given)
+        return super().create_model_version(
+            name,
+            source,
+            run_id=run_id,
+            tags=tags,
+            run_link=run_link,
+            description=description,
+            local_model_path=local_model_path,
+            model_id=model_id,
+        )
+
+    def _tracking_store(self):
+        """Where runs and LoggedModels live. Inside ``mlflow server``, the server's own tracking
+        store (the same one that validated this request); elsewhere, the store of our tracking URI.
+        Resolved at use, not at construction: MLflow may build the registry store before the
+        server has set its tracking URI."""
+        if os.environ.get(_SERVER_BACKEND_ENV):
+            from mlflow.server.handlers import _get_tracking_store
+
+            return _get_tracking_store()
+        from mlflow.tracking._tracking_service.utils import _get_store
+
+        return _get_store(self._tracking_uri)
+
+    def _source_tags(self, source, run_id, model_id) -> dict[str, str]:
+        """The ``hokusai_*`` tags of the source LoggedModel, completed by its run's when the run
+        has the same token (or the LoggedModel none); never raises."""
+        found: dict[str, str] = {}
+        try:
+            store = self._tracking_store()
+            model_id = model_id or T.logged_model_id(source)
+            if model_id:
+                logged = store.get_logged_model(model_id)
+                found = _hokusai_tags(logged.tags)
+                run_id = run_id or logged.source_run_id
+            if run_id and not all(key in found for key in T.INPUT_TAGS):
+                from_run = _hokusai_tags(store.get_run(run_id).data.tags)
+                if T.TOKEN_ID not in found or _same_token(found[T.TOKEN_ID], from_run.get(T.TOKEN_ID)):
+                    found = {**from_run, **found}
+        except Exception:
+            # Registration must never fail because of us; the reconcile sweep reads the source too.
+            _logger.warning(
+                "Hokusai: could not read the tags of source %r (run %r); the new version is %s",
+                source,
+                run_id,
+                "stamped with the LoggedModel's tags only" if T.TOKEN_ID in found else "not stamped",
+                exc_info=True,
+            )
+        return found if T.TOKEN_ID in found else {}
+
+
+def _same_token(a: str, b: str | None) -> bool:
+    return b is not None and T.normalize_token_id(a) == T.normalize_token_id(b)

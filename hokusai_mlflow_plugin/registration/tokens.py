@@ -1,0 +1,104 @@
+"""Token administration (so that tokens exist without the Hokusai site), and the views of tokens
+and their registrations that the CLI and the API show. Functions take a session and never commit."""
+
+from __future__ import annotations
+
+import math
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hokusai_mlflow_plugin.core import gate, tags
+from hokusai_mlflow_plugin.core.errors import CONFLICT, NOT_FOUND, HokusaiError
+from hokusai_mlflow_plugin.core.metrics import get_metric
+from hokusai_mlflow_plugin.db.models import DRAFT, TOKEN_STATUSES, Registration, Token
+
+
+class TokenError(HokusaiError):
+    """A token request that cannot be carried out (its kind says why); the message says what to do."""
+
+
+def normalize(token_id: str) -> str:
+    normalized = tags.normalize_token_id(token_id)
+    if normalized is None:
+        raise TokenError(f"{token_id!r} is not a token id: expected {tags.TOKEN_ID_FORM}.")
+    return normalized
+
+
+def create(session: Session, token_id: str, metric: str | None = None, baseline: float | None = None) -> Token:
+    token_id = normalize(token_id)
+    if baseline is not None and not metric:
+        raise TokenError("A baseline needs its metric: give --metric too (for example --metric auroc).")
+    try:
+        m = gate.metric(metric) if metric else None
+        if m is not None and baseline is not None:
+            gate.check_baseline(m, baseline)
+    except gate.GateError as e:
+        raise TokenError(str(e)) from None
+    if session.get(Token, token_id) is not None:
+        raise TokenError(f"Token '{token_id}' exists already: see 'hokusai token show {token_id}'.", CONFLICT)
+    token = Token(token_id=token_id, status=DRAFT, metric_name=m.name if m else None, baseline_value=baseline)
+    session.add(token)
+    try:
+        session.flush()  # the primary key decides a concurrent create
+    except IntegrityError:
+        raise TokenError(f"Token '{token_id}' exists already: see 'hokusai token show {token_id}'.", CONFLICT) from None
+    return token
+
+
+def get(session: Session, token_id: str) -> Token:
+    token_id = normalize(token_id)
+    token = session.get(Token, token_id)
+    if token is None:
+        raise TokenError(f"Unknown token '{token_id}': create it with 'hokusai token create {token_id}'.", NOT_FOUND)
+    return token
+
+
+def list_tokens(session: Session, status: str | None = None) -> list[Token]:
+    query = sa.select(Token).order_by(Token.created_at, Token.token_id)
+    if status:
+        if status not in TOKEN_STATUSES:
+            raise TokenError(f"Unknown status '{status}': use one of {', '.join(TOKEN_STATUSES)}.")
+        query = query.where(Token.status == status)
+    return list(session.scalars(query))
+
+
+def registrations(
+    session: Session,
+    token_id: str | None = None,
+    outcome: str | None = None,
+    model_name: str | None = None,
+    latest: bool = False,
+) -> list[Registration]:
+    """Registrations, newest first: of one token, with one outcome, of one registered model.
+    ``latest`` keeps the newest version of each model among those selected (as MLflow's latest
+    version: with ``outcome="rejected"``, the newest rejected one)."""
+    query = sa.select(Registration).order_by(Registration.created_at.desc(), Registration.id.desc())
+    if token_id:
+        query = query.where(Registration.token_id == normalize(token_id))
+    if outcome:
+        query = query.where(Registration.outcome == outcome)
+    if model_name:
+        query = query.where(Registration.model_name == model_name)
+    found = list(session.scalars(query))
+    if latest:
+        newest: dict[str, Registration] = {}
+        for reg in found:
+            seen = newest.get(reg.model_name)
+            if seen is None or tags.version_key(reg.model_version) > tags.version_key(seen.model_version):
+                newest[reg.model_name] = reg
+        found = [reg for reg in found if newest[reg.model_name] is reg]
+    return found
+
+
+def sort_best_first(found: list[Registration]) -> list[Registration]:
+    """Best first within each metric by its direction; rows without a value last."""
+
+    def key(reg: Registration):
+        m = get_metric(reg.metric_name) if reg.metric_name else None
+        if reg.metric_value is None or m is None or not math.isfinite(reg.metric_value):
+            return (1, reg.metric_name is None, reg.metric_name or "", 0.0)
+        return (0, False, m.name, -reg.metric_value if m.higher_is_better else reg.metric_value)
+
+    return sorted(found, key=key)

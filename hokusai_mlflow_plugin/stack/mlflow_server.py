@@ -1,0 +1,51 @@
+"""The command and environment of a local ``mlflow server`` wired for Hokusai (``hokusai up`` and
+the tests).
+
+The server runs MLflow's SQL backend, the ``hokusai+`` registry store on the same database, and the
+webhook settings that DESIGN.md lists: http and private addresses allowed (the receiver runs on
+loopback), and a stable secret-encryption key so that every worker can read webhook secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def server_env(encryption_key: str, cache_ttl: int | None = None, base: dict | None = None) -> dict:
+    env = dict(os.environ if base is None else base)
+    env.update(
+        {
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": encryption_key,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+    )
+    if cache_ttl is not None:
+        env["MLFLOW_WEBHOOK_CACHE_TTL"] = str(cache_ttl)
+    return env
+
+
+def server_command(
+    backend_uri: str, artifacts_dir: Path | str, host: str, port: int, workers: int = 1
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--backend-store-uri",
+        backend_uri,
+        "--registry-store-uri",
+        "hokusai+" + backend_uri,
+        "--artifacts-destination",
+        str(artifacts_dir),
+    ]

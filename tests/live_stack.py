@@ -1,0 +1,170 @@
+"""The registration stack for integration tests: a real MLflow server whose webhook calls the real
+receiver (Flask app over real HTTP on loopback), on a token database of the same kind."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from werkzeug.serving import make_server
+
+from hokusai_mlflow_plugin.db.migrate import upgrade
+from hokusai_mlflow_plugin.db.models import OutboxEvent, Registration, Token
+from hokusai_mlflow_plugin.db.session import session_factory
+from tests.harness import MlflowServer, ReservedPort
+from webhook_app import create_app
+from webhook_app.signature import sign
+
+RECEIVER_SECRET = "receiver-secret-for-tests"
+
+
+class ReceiverThread:
+    """``webhook_app.create_app()`` served over HTTP on a loopback port reserved for the session;
+    stoppable and restartable on that port (a receiver that goes down and comes back). While it is
+    down, MLflow's deliveries are refused, and no other program can take the port."""
+
+    def __init__(self, config: dict):
+        self.app = create_app(config)
+        self._reserved = ReservedPort()
+        self.port = self._reserved.port
+        self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ReceiverThread":
+        # On our own listening socket (fd=): werkzeug's own bind calls sys.exit() when the port
+        # is taken, and a SystemExit in a fixture's teardown skips pytest's other finalizers.
+        sock = self._reserved.listen()
+        try:
+            self._server = make_server("127.0.0.1", self.port, self.app, threaded=True, fd=sock.fileno())
+        finally:
+            sock.close()  # the server holds its own duplicate
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def release(self) -> None:
+        self.stop()
+        self._reserved.release()
+
+
+@dataclass
+class Stack:
+    kind: str
+    mlflow: MlflowServer
+    db_url: str
+    receiver: ReceiverThread = None
+    webhook_id: str = ""
+    client: MlflowClient = field(init=False)
+
+    def __post_init__(self):
+        self.client = MlflowClient(tracking_uri=self.mlflow.url, registry_uri=self.mlflow.url)
+        self.sessions = session_factory(self.db_url)
+
+    @property
+    def receiver_config(self) -> dict:
+        return {
+            "HOKUSAI_WEBHOOK_SECRETS": (RECEIVER_SECRET,),
+            "HOKUSAI_DATABASE_URL": self.db_url,
+            "MLFLOW_TRACKING_URI": self.mlflow.url,
+        }
+
+    def start(self) -> "Stack":
+        upgrade(self.db_url)
+        self.receiver = ReceiverThread(self.receiver_config).start()
+        hook = self.client.create_webhook(
+            name="hokusai-receiver",
+            url=self.receiver.url + "/webhooks/mlflow",
+            events=["model_version.created", "model_version_tag.set"],
+            secret=RECEIVER_SECRET,
+        )
+        self.webhook_id = hook.webhook_id
+        return self
+
+    def replica(self) -> ReceiverThread:
+        """Another receiver on the stack's database, on its own port, which MLflow does not call."""
+        return ReceiverThread(self.receiver_config).start()
+
+    def stop(self) -> None:
+        if self.receiver:
+            self.receiver.release()
+
+    # -- the token database ---------------------------------------------------------------------
+
+    def create_token(self, token_id: str, metric: str | None = "auroc", baseline: float | None = 0.82, status: str = "draft") -> None:
+        with self.sessions.begin() as s:
+            s.add(Token(token_id=token_id, status=status, metric_name=metric, baseline_value=baseline))
+
+    def token(self, token_id: str) -> dict:
+        with self.sessions() as s:
+            return s.get(Token, token_id).to_dict()
+
+    def registration(self, name: str, version) -> Registration | None:
+        with self.sessions() as s:
+            return s.scalars(
+                sa.select(Registration).where(Registration.model_name == name, Registration.model_version == str(version))
+            ).one_or_none()
+
+    def registrations(self, name: str) -> list[Registration]:
+        with self.sessions() as s:
+            return list(s.scalars(sa.select(Registration).where(Registration.model_name == name)))
+
+    def events(self, token_id: str, event_type: str | None = None) -> list[OutboxEvent]:
+        with self.sessions() as s:
+            rows = s.scalars(sa.select(OutboxEvent).order_by(OutboxEvent.id)).all()
+        return [e for e in rows if e.payload.get("token_id") == token_id and (event_type is None or e.event_type == event_type)]
+
+    def wait_decided(self, name: str, version, timeout: float = 30.0) -> Registration:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reg = self.registration(name, version)
+            if reg is not None:
+                return reg
+            time.sleep(0.05)
+        raise AssertionError(f"{name} v{version} was not decided within {timeout:.0f}s")
+
+    def wait_tag(self, name: str, version, key: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.client.get_model_version(name, str(version)).tags.get(key)
+            if value is not None:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"{name} v{version} has no tag {key} after {timeout:.0f}s")
+
+
+# -- MLflow's deliveries, as its server signs them ----------------------------------------------------
+
+
+def created_body(name: str, version: str, source: str = "models:/m-0", run_id=None) -> bytes:
+    return json.dumps(
+        {
+            "entity": "model_version",
+            "action": "created",
+            "timestamp": "2026-11-23T00:00:00+00:00",
+            "data": {"name": name, "version": version, "source": source, "run_id": run_id, "tags": {}, "description": None},
+        }
+    ).encode()
+
+
+def signed_headers(body: bytes, delivery_id: str | None = None, ts: int | None = None, secret: str = RECEIVER_SECRET) -> dict:
+    delivery_id = delivery_id or str(uuid.uuid4())
+    ts = int(time.time()) if ts is None else ts
+    return {
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": str(ts),
+        "X-MLflow-Signature": sign(secret, delivery_id, ts, body),
+    }
