@@ -37,7 +37,7 @@ def model():
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @pass_ctx
 @domain_errors
-def model_register(obj, token_id, model_path, metric, baseline, metric_value, run_id, eval_data, target, model_name, wait, as_json):
+def submit_model(obj, token_id, model_path, metric, baseline, metric_value, run_id, eval_data, target, model_name, wait, as_json):
     """Log the model at --model-path to MLflow, register it for its token, and print the decision.
 
     The metric comes from exactly one of --metric-value, --run-id or --eval-data with --target.

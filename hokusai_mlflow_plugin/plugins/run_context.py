@@ -15,7 +15,20 @@ from __future__ import annotations
 import logging
 import os
 
-from hokusai_mlflow_plugin.core import tags as T
+from hokusai_mlflow_plugin.core.tags import (
+    BASELINE,
+    BASELINE_FORM,
+    ENV_BASELINE,
+    ENV_METRIC,
+    ENV_TOKEN_ID,
+    METRIC,
+    METRIC_FORM,
+    TOKEN_ID,
+    TOKEN_ID_FORM,
+    normalize_metric,
+    normalize_token_id,
+    parse_baseline,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -46,29 +59,29 @@ def _warn_once(variable: str, value: str, form: str) -> None:
 def context_tags(environ=os.environ) -> dict[str, str]:
     """The ``hokusai_*`` tags that the environment asks for, bad values left out."""
     result: dict[str, str] = {}
-    raw_token = environ.get(T.ENV_TOKEN_ID)
+    raw_token = environ.get(ENV_TOKEN_ID)
     if raw_token is None:
         return result
-    token = T.normalize_token_id(raw_token)
+    token = normalize_token_id(raw_token)
     if token is None:
-        _warn_once(T.ENV_TOKEN_ID, raw_token, T.TOKEN_ID_FORM)
+        _warn_once(ENV_TOKEN_ID, raw_token, TOKEN_ID_FORM)
     else:
-        result[T.TOKEN_ID] = token
+        result[TOKEN_ID] = token
 
-    raw_metric = environ.get(T.ENV_METRIC)
+    raw_metric = environ.get(ENV_METRIC)
     if raw_metric is not None:
-        metric = T.normalize_metric(raw_metric)
+        metric = normalize_metric(raw_metric)
         if metric is None:
-            _warn_once(T.ENV_METRIC, raw_metric, T.METRIC_FORM)
+            _warn_once(ENV_METRIC, raw_metric, METRIC_FORM)
         else:
-            result[T.METRIC] = metric
+            result[METRIC] = metric
 
-    raw_baseline = environ.get(T.ENV_BASELINE)
+    raw_baseline = environ.get(ENV_BASELINE)
     if raw_baseline is not None:
-        if T.parse_baseline(raw_baseline) is None:
-            _warn_once(T.ENV_BASELINE, raw_baseline, T.BASELINE_FORM)
+        if parse_baseline(raw_baseline) is None:
+            _warn_once(ENV_BASELINE, raw_baseline, BASELINE_FORM)
         else:
-            result[T.BASELINE] = raw_baseline.strip()
+            result[BASELINE] = raw_baseline.strip()
     return result
 
 
@@ -80,15 +93,15 @@ class HokusaiRunContextProvider:
         pass  # nothing that can fail: an exception here would break ``import mlflow``
 
     def in_context(self) -> bool:
-        return T.ENV_TOKEN_ID in os.environ
+        return ENV_TOKEN_ID in os.environ
 
     def tags(self) -> dict[str, str]:
         try:
             environ = os.environ
             key = (
-                environ.get(T.ENV_TOKEN_ID),
-                environ.get(T.ENV_METRIC),
-                environ.get(T.ENV_BASELINE),
+                environ.get(ENV_TOKEN_ID),
+                environ.get(ENV_METRIC),
+                environ.get(ENV_BASELINE),
             )
             if key != _last[0]:
                 _last[:] = [key, context_tags(environ)]

@@ -19,7 +19,7 @@ import threading
 from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-from hokusai_mlflow_plugin.core import tags as T
+from hokusai_mlflow_plugin.core.tags import INPUT_TAGS, TOKEN_ID, logged_model_id, normalize_token_id
 
 _logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _default_store_uri() -> str:
 
 
 def _hokusai_tags(tags: dict[str, str] | None) -> dict[str, str]:
-    return {k: v for k, v in (tags or {}).items() if k in T.INPUT_TAGS}
+    return {k: v for k, v in (tags or {}).items() if k in INPUT_TAGS}
 
 
 class HokusaiRegistryStore(SqlAlchemyStore):
@@ -99,7 +99,7 @@ class HokusaiRegistryStore(SqlAlchemyStore):
     ):
         self._ensure_ready()
         tags = list(tags or [])
-        if not any(t.key == T.TOKEN_ID for t in tags):
+        if not any(t.key == TOKEN_ID for t in tags):
             given = {t.key for t in tags}
             stamped = self._source_tags(source, run_id, model_id)
             tags.extend(ModelVersionTag(k, v) for k, v in stamped.items() if k not in given)
@@ -133,14 +133,14 @@ class HokusaiRegistryStore(SqlAlchemyStore):
         found: dict[str, str] = {}
         try:
             store = self._tracking_store()
-            model_id = model_id or T.logged_model_id(source)
+            model_id = model_id or logged_model_id(source)
             if model_id:
                 logged = store.get_logged_model(model_id)
                 found = _hokusai_tags(logged.tags)
                 run_id = run_id or logged.source_run_id
-            if run_id and not all(key in found for key in T.INPUT_TAGS):
+            if run_id and not all(key in found for key in INPUT_TAGS):
                 from_run = _hokusai_tags(store.get_run(run_id).data.tags)
-                if T.TOKEN_ID not in found or _same_token(found[T.TOKEN_ID], from_run.get(T.TOKEN_ID)):
+                if TOKEN_ID not in found or _same_token(found[TOKEN_ID], from_run.get(TOKEN_ID)):
                     found = {**from_run, **found}
         except Exception:
             # Registration must never fail because of us; the reconcile sweep reads the source too.
@@ -148,11 +148,11 @@ class HokusaiRegistryStore(SqlAlchemyStore):
                 "Hokusai: could not read the tags of source %r (run %r); the new version is %s",
                 source,
                 run_id,
-                "stamped with the LoggedModel's tags only" if T.TOKEN_ID in found else "not stamped",
+                "stamped with the LoggedModel's tags only" if TOKEN_ID in found else "not stamped",
                 exc_info=True,
             )
-        return found if T.TOKEN_ID in found else {}
+        return found if TOKEN_ID in found else {}
 
 
 def _same_token(a: str, b: str | None) -> bool:
-    return b is not None and T.normalize_token_id(a) == T.normalize_token_id(b)
+    return b is not None and normalize_token_id(a) == normalize_token_id(b)
