@@ -172,3 +172,40 @@ def test_core_and_the_entry_points_import_only_the_standard_library(module):
     assert top_level - set(sys.stdlib_module_names) - {PACKAGE} == set()
     ours = {t for t in imports_of(module, path) if t.startswith(PACKAGE + ".") and t in module_files()}
     assert {layer(t) for t in ours} <= {"core", "plugins"}
+
+
+def private_uses(path: Path, ours: set[str]) -> list[str]:
+    """``from our_module import _name`` and ``our_module._name`` in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    aliases, found = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in ours:
+                    aliases[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if full in ours:
+                    aliases[alias.asname or alias.name] = full
+                elif node.module in ours and alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{path.name}: from {node.module} import {alias.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                found.append(f"{path.name}: {aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_module_or_test_uses_another_modules_private_names():
+    ours = set(module_files())
+    files = [*module_files().values(), *sorted((ROOT / "tests").rglob("*.py"))]
+    assert [use for path in files for use in private_uses(path, ours)] == []
+
+
+def test_the_private_check_finds_a_private_name(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(f"from {PACKAGE}.events.sinks import _x\nfrom {PACKAGE}.events import sinks\nsinks._y\nsinks.__name__\n")
+    assert private_uses(path, set(module_files())) == [
+        f"m.py: from {PACKAGE}.events.sinks import _x", f"m.py: {PACKAGE}.events.sinks._y",
+    ]

@@ -78,10 +78,17 @@ def emit(data, as_json: bool, text: str) -> None:
 
 
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGINT or SIGTERM: a long-running command waits on it, then stops cleanly."""
+    """An event set by SIGINT or SIGTERM: a long-running command waits on it, then stops cleanly.
+    A second signal, while the command is finishing its step, stops it at once."""
     stop = threading.Event()
+
+    def handle(signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, handle)
     return stop
 
 

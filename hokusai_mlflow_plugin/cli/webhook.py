@@ -25,18 +25,20 @@ def webhook_serve(obj, host, port, workers):
     import sys
 
     from hokusai_mlflow_plugin.config import receiver_problem
+    from hokusai_mlflow_plugin.events import sinks
+    from hokusai_mlflow_plugin.stack.local import receiver_command
 
     settings = obj.settings
     problem = receiver_problem(settings.webhook_secrets, settings.tracking_uri)
     if problem:
         raise click.ClickException(problem)
+    for sink in sinks.from_settings(settings):  # a misconfigured sink: one sentence here, not a worker's traceback
+        sink.close()
     env = {**os.environ, "HOKUSAI_DATABASE_URL": settings.database_url, "MLFLOW_TRACKING_URI": settings.tracking_uri}
     if obj.config_file:
         env["HOKUSAI_CONFIG"] = str(obj.config_file)
     click.echo(f"Receiving MLflow webhooks at http://{host}:{port}/webhooks/mlflow (gunicorn, {workers} workers)", err=True)
-    command = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
-               "--access-logfile", "-", "webhook_app:create_app()"]
-    os.execve(sys.executable, command, env)
+    os.execve(sys.executable, receiver_command(host, port, workers), env)
 
 
 @webhook.command("install")

@@ -176,9 +176,20 @@ def from_settings(settings) -> list[Sink]:
                 f"endpoint in the same order ({len(urls)} URLs, {len(secrets)} secrets)."
             )
         for i, url in enumerate(urls):
-            sinks.append(WebhookSink(url, secrets[i if len(secrets) > 1 else 0]))
+            try:
+                sinks.append(WebhookSink(url, secrets[i if len(secrets) > 1 else 0]))
+            except ValueError:  # the library's own message may quote the secret: say which one is wrong
+                raise ConfigError(
+                    f"HOKUSAI_EVENT_WEBHOOK_SECRET for {_safe_url(url)} is not a Standard Webhooks secret: give "
+                    "the endpoint's whsec_<base64> secret."
+                ) from None
     if settings.redis_url:
-        sinks.append(RedisStreamSink(settings.redis_url, settings.redis_stream))
+        try:
+            sinks.append(RedisStreamSink(settings.redis_url, settings.redis_stream))
+        except ValueError as e:
+            raise ConfigError(
+                f"HOKUSAI_REDIS_URL is not a Redis URL ({first_line(e)}): use a form such as redis://host:6379/0."
+            ) from None
     if settings.event_console:
         sinks.append(ConsoleSink())
     return sinks

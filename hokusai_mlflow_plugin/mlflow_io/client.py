@@ -22,8 +22,8 @@ _NOT_FOUND = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PA
 FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
-class VersionNotFound(HokusaiError):
-    """MLflow has no such model version (deleted since, or MLflow's own test payload)."""
+class MlflowNotFound(HokusaiError):
+    """MLflow has no such model version, LoggedModel or run (deleted since, or MLflow's own test payload)."""
 
     kind = NOT_FOUND
 
@@ -65,12 +65,12 @@ def mlflow_env(*keep: str, **values: str):
 
 
 def call(fn, *args, **kwargs):
-    """Call the MLflow client; its failures become ``VersionNotFound`` or ``MlflowUnavailable``."""
+    """Call the MLflow client; its failures become ``MlflowNotFound`` or ``MlflowUnavailable``."""
     try:
         return fn(*args, **kwargs)
     except MlflowException as e:
         if e.error_code in _NOT_FOUND:
-            raise VersionNotFound(str(e)) from e
+            raise MlflowNotFound(str(e)) from e
         raise MlflowUnavailable(f"MLflow did not answer: {e.message[:300]}") from e
     except Exception as e:  # connection refused, timeouts, DNS
         raise MlflowUnavailable(f"MLflow is unreachable: {type(e).__name__}") from e

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 from hokusai_mlflow_plugin.core import tags
-from hokusai_mlflow_plugin.mlflow_io.client import VersionNotFound, call
+from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call
 
 _logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def fetch(client, model_name: str, version: str) -> VersionFacts:
     if facts.model_id:
         try:
             logged = call(client.get_logged_model, facts.model_id)
-        except VersionNotFound:
+        except MlflowNotFound:
             logged = None  # a deleted LoggedModel: the run may still tell
         if logged is not None:
             facts.model_tags = dict(logged.tags or {})
@@ -61,7 +61,7 @@ def fetch(client, model_name: str, version: str) -> VersionFacts:
     if facts.run_id:
         try:
             run = call(client.get_run, facts.run_id)
-        except VersionNotFound:
+        except MlflowNotFound:
             run = None
         if run is not None:
             facts.run_tags = dict(run.data.tags)

@@ -19,7 +19,7 @@ from hokusai_mlflow_plugin.core.errors import MlflowUnavailable, Unavailable
 from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.db.models import DRAFT, Registration, SweepState, Token
 from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
-from hokusai_mlflow_plugin.mlflow_io.client import VersionNotFound, call, pages
+from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call, pages
 from hokusai_mlflow_plugin.registration.decision import token_id_of
 from hokusai_mlflow_plugin.registration.service import Outcome, RegistrationService
 
@@ -92,7 +92,7 @@ def reconcile_once(service: RegistrationService) -> list[Outcome]:
         for name, version in sorted(recent):
             try:
                 facts = mlflow_facts.fetch(client, name, version)
-            except VersionNotFound:
+            except MlflowNotFound:
                 continue  # deleted since it was listed
             token_id, _ = token_id_of(facts)
             if token_id in drafts:

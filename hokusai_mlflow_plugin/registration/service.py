@@ -20,7 +20,7 @@ from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.db.models import OUTCOME_REGISTERED, OUTCOME_REJECTED, Registration
 from hokusai_mlflow_plugin.db.session import read_engine
 from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
-from hokusai_mlflow_plugin.mlflow_io.client import VersionNotFound
+from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound
 from hokusai_mlflow_plugin.registration import records
 from hokusai_mlflow_plugin.registration.decision import decide, token_id_of
 
@@ -85,7 +85,7 @@ class RegistrationService:
 
         try:
             facts = mlflow_facts.fetch(self.client, model_name, version)  # MlflowUnavailable: try later
-        except VersionNotFound:
+        except MlflowNotFound:
             return Outcome(IGNORED, f"MLflow has no model '{model_name}' version {version}.", model_name, version)
 
         outcome, event_ids = self._record(facts, delivery_id, redecide)

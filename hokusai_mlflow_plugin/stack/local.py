@@ -44,6 +44,12 @@ def stack_secrets(home: Path) -> dict:
     return values
 
 
+def receiver_command(host: str, port: int, workers: int) -> list[str]:
+    """gunicorn serving ``webhook_app:create_app()``: the receiver and every HTTP surface."""
+    return [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
+            "--access-logfile", "-", "webhook_app:create_app()"]
+
+
 def running_stack(home: Path) -> dict | None:
     """The state of a stack that runs from ``home``, if its process is alive."""
     try:
@@ -132,10 +138,7 @@ class LocalStack:
             "HOKUSAI_WEBHOOK_SECRET": keys["webhook_secret"],
             "MLFLOW_TRACKING_URI": self.mlflow_url,
         }
-        receiver = self._spawn("receiver", [
-            sys.executable, "-m", "gunicorn", "--workers", str(self.receiver_workers),
-            "--bind", f"{self.host}:{self.receiver_port}", "--access-logfile", "-", "webhook_app:create_app()",
-        ], child_env)
+        receiver = self._spawn("receiver", receiver_command(self.host, self.receiver_port, self.receiver_workers), child_env)
         receiver.wait_http(self.receiver_url + "/health", timeout=60)
 
         self.log("[4/5] Installing the MLflow webhook")

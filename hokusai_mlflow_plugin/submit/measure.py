@@ -76,11 +76,11 @@ def compute_metric(estimator, metric_name: str, X, y) -> float:
 
 def run_metric(client, run_id: str, metric_name: str) -> float:
     """The value ``metric_name`` was last logged with on run ``run_id``."""
-    from mlflow.exceptions import MlflowException
+    from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call
 
     try:
-        run = client.get_run(run_id)
-    except MlflowException as e:
+        run = call(client.get_run, run_id)  # MlflowUnavailable when MLflow cannot be asked
+    except MlflowNotFound as e:
         raise ModelError(f"MLflow has no run '{run_id}' ({first_line(e, limit=200)}): check --run-id.") from None
     if metric_name not in run.data.metrics:
         logged = ", ".join(sorted(run.data.metrics)) or "none"

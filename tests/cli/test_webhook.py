@@ -41,3 +41,13 @@ def test_serve_runs_the_receiver_under_gunicorn_with_the_cli_settings(tmp_path):
     finally:
         server.stop()
     assert "gunicorn" in (tmp_path / "serve.log").read_text().lower()
+
+
+def test_serve_with_a_misconfigured_sink_says_so_before_starting(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOKUSAI_WEBHOOK_SECRET", "serve-test-secret")
+    monkeypatch.setenv("HOKUSAI_EVENT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.delenv("HOKUSAI_EVENT_WEBHOOK_SECRET", raising=False)
+    result = CliRunner().invoke(main, ["--database-url", f"sqlite:///{tmp_path / 't.db'}", "--tracking-uri", "http://127.0.0.1:9",
+                                       "webhook", "serve"])
+    assert result.exit_code == 1
+    assert "HOKUSAI_EVENT_WEBHOOK_SECRET is not" in result.output and "Traceback" not in result.output

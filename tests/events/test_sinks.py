@@ -8,12 +8,15 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from click.testing import CliRunner
 from standardwebhooks import Webhook
 
+from hokusai_mlflow_plugin.cli import main as cli
 from hokusai_mlflow_plugin.config import ConfigError, load_settings
 from hokusai_mlflow_plugin.db.session import session_factory
 from hokusai_mlflow_plugin.events.relay import Relay, from_settings
 from hokusai_mlflow_plugin.events.sinks import ConsoleSink, WebhookSink, parse_retry_after
+from hokusai_mlflow_plugin.events.sinks import from_settings as sinks_from_settings
 from tests.events.helpers import SECRET, add_events
 
 
@@ -59,3 +62,20 @@ def test_webhook_sink_uses_the_proxy_of_the_environment(monkeypatch, sink_server
     assert [r.path for r in proxy.requests] == ["http://consumer.invalid/hook"]
 
 
+
+
+def test_a_malformed_sink_setting_is_a_configuration_error_that_keeps_the_secret(tmp_path):
+    bad_secret = "whsec_not-base64!!"
+    settings = load_settings(environ={"HOKUSAI_EVENT_WEBHOOK_URL": "http://127.0.0.1:9/hook", "HOKUSAI_EVENT_WEBHOOK_SECRET": bad_secret})
+    with pytest.raises(ConfigError, match="is not a Standard Webhooks secret") as e:
+        sinks_from_settings(settings)
+    assert bad_secret not in str(e.value)
+    with pytest.raises(ConfigError, match="HOKUSAI_REDIS_URL is not a Redis URL"):
+        sinks_from_settings(load_settings(environ={"HOKUSAI_REDIS_URL": "http://127.0.0.1:6379"}))
+
+
+def test_the_relay_command_says_which_sink_setting_is_wrong(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOKUSAI_REDIS_URL", "http://127.0.0.1:6379")
+    result = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{tmp_path / 't.db'}", "events", "relay", "--once"])
+    assert result.exit_code == 1
+    assert "HOKUSAI_REDIS_URL is not a Redis URL" in result.output and "Traceback" not in result.output

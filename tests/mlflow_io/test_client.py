@@ -13,7 +13,7 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 from hokusai_mlflow_plugin.core.errors import MlflowUnavailable
 from hokusai_mlflow_plugin.mlflow_io.client import (
     FAIL_FAST,
-    VersionNotFound,
+    MlflowNotFound,
     call,
     client,
     fail_fast_by_default,
@@ -79,7 +79,7 @@ def test_call_translates_mlflow_failures_by_their_code():
     def fails(error):
         raise error
 
-    with pytest.raises(VersionNotFound):
+    with pytest.raises(MlflowNotFound):
         call(fails, MlflowException("no such version", error_code=RESOURCE_DOES_NOT_EXIST))
     with pytest.raises(MlflowUnavailable, match="MLflow did not answer"):
         call(fails, MlflowException("boom", error_code=INTERNAL_ERROR))

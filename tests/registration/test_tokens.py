@@ -37,3 +37,14 @@ def test_filters_and_the_latest_version_of_each_model(db_url):
         assert keys(tokens.registrations(session, outcome="registered", latest=True, model_name="a")) == [("a", "9")]
         best = tokens.sort_best_first(tokens.registrations(session, "tk"))
     assert keys(best) == [("a", "9"), ("b", "1"), ("a", "10"), ("a", "2")]
+
+
+def test_sort_puts_the_best_first_by_direction_and_missing_values_last():
+    def reg(name, metric, value):
+        return Registration(model_name=name, model_version="1", metric_name=metric, metric_value=value, outcome="x", reason="")
+
+    rows = [reg("a", "auroc", 0.8), reg("b", "auroc", None), reg("c", "rmse", 0.3), reg("d", "auroc", 0.9),
+            reg("e", "rmse", 0.1), reg("f", None, None)]
+    assert [r.model_name for r in tokens.sort_best_first(rows)] == ["d", "a", "e", "c", "b", "f"]
+
+
