@@ -127,7 +127,11 @@ class RegistrationService:
 
     def decide_and_record(self, facts, delivery_id: str | None = None, redecide: bool = False) -> tuple[Outcome, list[str]]:
         """Decide ``facts`` and write the outcome atomically; the outcome and the committed event
-        ids. ``IntegrityError`` when another decision of the version committed first."""
+        ids. ``IntegrityError`` when another decision of the version committed first.
+
+        The database half of ``register()``, for callers that hold the facts already (tests,
+        benchmarks). To decide a version, call ``register()``: it also reads MLflow, answers a
+        duplicate, kicks the relay and tags the outcome."""
         if redecide or self.engine.dialect.name != "postgresql":
             with self.engine.begin() as conn:
                 return self._decide(conn, facts, delivery_id, redecide)
