@@ -26,11 +26,16 @@ setup(
         "pyyaml>=6",  # YAML config files, as the original platform read them
         "standardwebhooks>=1.0",  # signing downstream webhooks as the spec says
         "redis>=5",  # the Redis Streams sink
+        # The HTTP API: pydantic models validate requests and are the OpenAPI 3.1 document's schemas
+        # (one source of truth); pydantic itself comes with mlflow.
+        "flask-openapi3>=4.0,<5",
+        "urllib3>=2",  # the API client's retries of 503 with Retry-After
     ],
     extras_require={
         "test": [
             "pytest>=8",
             "hypothesis>=6",
+            "openapi-spec-validator>=0.7",  # the API's OpenAPI document, checked by a kept validator
         ],
     },
     entry_points={

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from flask_openapi3 import Info, OpenAPI
 
+from hokusai_mlflow_plugin import __version__
 from hokusai_mlflow_plugin.config import load_settings, receiver_problem
 from hokusai_mlflow_plugin.core.errors import ConfigError
 from hokusai_mlflow_plugin.db.session import session_factory
@@ -21,7 +23,12 @@ from webhook_app.signature import DEFAULT_TOLERANCE, MAX_BODY, WebhookConfigurat
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Safe defaults, then the environment (and ``HOKUSAI_CONFIG``), then ``test_config``."""
-    app = Flask(__name__)
+    from webhook_app.api import SECURITY_SCHEMES, problems
+
+    app = OpenAPI(
+        __name__, info=Info(title="Hokusai", version=__version__), security_schemes=SECURITY_SCHEMES,
+        validation_error_callback=problems.of_validation, doc_ui=False,
+    )
     settings = load_settings()
     app.config.from_mapping(
         HOKUSAI_WEBHOOK_SECRETS=settings.webhook_secrets,
@@ -45,9 +52,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     _configure_logging(app.config["HOKUSAI_SETTINGS"].log_level)
     _wire(app)
 
-    from webhook_app import views
+    from webhook_app import api, views
 
     app.register_blueprint(views.bp)
+    api.init_app(app)
     app.register_error_handler(413, lambda e: ({"error": "body too large", "limit": app.config["MAX_CONTENT_LENGTH"]}, 413))
     app.register_error_handler(500, lambda e: ({"error": "internal error"}, 500))  # JSON, no page
     return app

@@ -9,6 +9,7 @@ import os
 import click
 
 from hokusai_mlflow_plugin import __version__
+from hokusai_mlflow_plugin.cli.apikey import apikey
 from hokusai_mlflow_plugin.cli.common import Context
 from hokusai_mlflow_plugin.cli.db import db
 from hokusai_mlflow_plugin.cli.events import events
@@ -34,5 +35,5 @@ def main(ctx, config_file, database_url, tracking_uri, debug):
     ctx.obj = Context(config_file, {"database_url": database_url, "tracking_uri": tracking_uri}, debug)
 
 
-for command in (db, token, model, events, reconcile, webhook, up, demo):
+for command in (db, token, model, events, reconcile, webhook, apikey, up, demo):
     main.add_command(command)

@@ -12,8 +12,10 @@ NOT_FOUND = "not_found"  # what the request names does not exist
 CONFLICT = "conflict"  # the state forbids it (exists already, not draft)
 UNAVAILABLE = "unavailable"  # a dependency (the database, MLflow) is down: try again later
 CONFIG = "config"  # the deployment is set up wrongly (a missing secret, a schema not migrated)
+UNAUTHORIZED = "unauthorized"  # who is asking is not known: no, a bad, a revoked or an expired key
+FORBIDDEN = "forbidden"  # the caller is known but may not do this (a missing scope)
 
-KINDS = (INVALID, NOT_FOUND, CONFLICT, UNAVAILABLE, CONFIG)
+KINDS = (INVALID, NOT_FOUND, CONFLICT, UNAVAILABLE, CONFIG, UNAUTHORIZED, FORBIDDEN)
 
 
 class HokusaiError(Exception):

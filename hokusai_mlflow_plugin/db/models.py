@@ -166,3 +166,31 @@ def iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class ApiKey(Base):
+    """An API key: its public id and the SHA-256 of its secret (the secret itself is never kept)."""
+
+    __tablename__ = "hokusai_api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(sa.String(64))
+    name: Mapped[str] = mapped_column(sa.String(128))
+    scopes: Mapped[str] = mapped_column(sa.String(64))  # comma-separated: read,register,admin
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+    def to_dict(self) -> dict:
+        """Everything an operator may see of a key: never its secret, nor the secret's hash."""
+        return {
+            "key_id": self.key_id,
+            "name": self.name,
+            "scopes": self.scopes.split(","),
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "revoked_at": iso(self.revoked_at),
+            "last_used_at": iso(self.last_used_at),
+        }

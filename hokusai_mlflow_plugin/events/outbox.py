@@ -8,10 +8,13 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from hokusai_mlflow_plugin.core import cursors
 from hokusai_mlflow_plugin.core.errors import INVALID, NOT_FOUND, HokusaiError
 
 from hokusai_mlflow_plugin.db.models import (
+    DEAD,
     DELIVERY_STATES,
+    FAILED,
     PENDING,
     Attempt,
     Delivery,
@@ -110,3 +113,69 @@ def reset_for_redelivery(session: Session, event_id: str) -> int:
         .values(status=PENDING, next_attempt_at=now, horizon_start=now, locked_until=None)
     )
     return result.rowcount
+
+
+def page_events(
+    session: Session,
+    status: str | None = None,
+    event_type: str | None = None,
+    token_id: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> tuple[list[dict], str | None]:
+    """One page of events, newest first, each with its deliveries per sink, and the next page's
+    cursor (or None). ``status`` keeps the events with a delivery in that state."""
+    if status and status not in DELIVERY_STATES:
+        raise OutboxError(f"Unknown delivery status '{status}': use one of {', '.join(DELIVERY_STATES)}.", INVALID)
+    limit = cursors.limit_of(limit)
+    query = sa.select(OutboxEvent).order_by(OutboxEvent.id.desc()).limit(limit + 1)
+    if event_type:
+        query = query.where(OutboxEvent.event_type == event_type)
+    if token_id:
+        query = query.where(OutboxEvent.payload["token_id"].as_string() == token_id)
+    if status:
+        query = query.where(sa.exists(sa.select(Delivery.id).where(Delivery.event_id == OutboxEvent.event_id, Delivery.status == status)))
+    after = cursors.decode(cursor, 1)
+    if after:
+        query = query.where(OutboxEvent.id < int(after[0]))
+    found = list(session.scalars(query))
+    more = len(found) > limit
+    found = found[:limit]
+    sinks: dict[str, list[dict]] = {}
+    if found:
+        rows = session.scalars(sa.select(Delivery).where(Delivery.event_id.in_([e.event_id for e in found])).order_by(Delivery.sink))
+        for d in rows:
+            sinks.setdefault(d.event_id, []).append(
+                {"sink": d.sink, "status": d.status, "attempts": d.attempts, "last_error": d.last_error,
+                 "delivered_at": iso(d.delivered_at)}
+            )
+    items = [{**_event(e), "deliveries": sinks.get(e.event_id, [])} for e in found]
+    return items, cursors.encode(found[-1].id) if more else None
+
+
+def event_detail(session: Session, event_id: str) -> dict:
+    """One event: its payload, and every sink's delivery with every attempt."""
+    event = session.scalars(sa.select(OutboxEvent).where(OutboxEvent.event_id == event_id)).one_or_none()
+    if event is None:
+        raise OutboxError(f"No event '{event_id}' in the outbox: see 'hokusai events list'.", NOT_FOUND)
+    return {**_event(event), "deliveries": list_deliveries(session, event_id=event_id)}
+
+
+def reset_all_for_redelivery(session: Session, status: str = DEAD, since=None) -> int:
+    """Make every delivery in ``status`` (dead by default), of events created since ``since``, due
+    now with a fresh retry horizon: one UPDATE. Returns how many were reset."""
+    if status not in (DEAD, FAILED):
+        raise OutboxError(f"Only dead or failed deliveries are redelivered in bulk, not '{status}'.", INVALID)
+    now = utcnow()
+    query = sa.update(Delivery).where(Delivery.status == status)
+    if since is not None:
+        query = query.where(Delivery.created_at >= since)
+    return session.execute(
+        query.values(status=PENDING, next_attempt_at=now, horizon_start=now, locked_until=None, lease_owner=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def _event(event: OutboxEvent) -> dict:
+    return {"event_id": event.event_id, "event_type": event.event_type, "created_at": iso(event.created_at),
+            "payload": event.payload}

@@ -68,12 +68,17 @@ def call(fn, *args, **kwargs):
     """Call the MLflow client; its failures become ``MlflowNotFound`` or ``MlflowUnavailable``."""
     try:
         return fn(*args, **kwargs)
-    except MlflowException as e:
-        if e.error_code in _NOT_FOUND:
-            raise MlflowNotFound(str(e)) from e
-        raise MlflowUnavailable(f"MLflow did not answer: {e.message[:300]}") from e
-    except Exception as e:  # connection refused, timeouts, DNS
-        raise MlflowUnavailable(f"MLflow is unreachable: {type(e).__name__}") from e
+    except Exception as e:
+        raise translated(e) from e
+
+
+def translated(error: Exception) -> HokusaiError:
+    """A failure of MLflow's client as the domain's error, by MLflow's error code."""
+    if isinstance(error, MlflowException):
+        if error.error_code in _NOT_FOUND:
+            return MlflowNotFound(str(error))
+        return MlflowUnavailable(f"MLflow did not answer: {error.message[:300]}")
+    return MlflowUnavailable(f"MLflow is unreachable: {type(error).__name__}")  # connection refused, timeouts, DNS
 
 
 def pages(search: Callable, *args, page_size: int = 200, **kwargs) -> Iterator:

@@ -4,15 +4,16 @@ and their registrations that the CLI and the API show. Functions take a session 
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hokusai_mlflow_plugin.core import gate, tags
-from hokusai_mlflow_plugin.core.errors import CONFLICT, NOT_FOUND, HokusaiError
+from hokusai_mlflow_plugin.core import cursors, gate, tags
+from hokusai_mlflow_plugin.core.errors import CONFLICT, NOT_FOUND, BadOption, HokusaiError
 from hokusai_mlflow_plugin.core.metrics import get_metric
-from hokusai_mlflow_plugin.db.models import DRAFT, TOKEN_STATUSES, Registration, Token
+from hokusai_mlflow_plugin.db.models import DRAFT, TOKEN_STATUSES, Registration, Token, iso
 
 
 class TokenError(HokusaiError):
@@ -62,6 +63,63 @@ def list_tokens(session: Session, status: str | None = None) -> list[Token]:
             raise TokenError(f"Unknown status '{status}': use one of {', '.join(TOKEN_STATUSES)}.")
         query = query.where(Token.status == status)
     return list(session.scalars(query))
+
+
+def page_tokens(
+    session: Session, status: str | None = None, q: str | None = None, limit: int | None = None, cursor: str | None = None
+) -> tuple[list[Token], str | None]:
+    """One page of tokens, oldest first (status and a substring of the id filter them), and the
+    cursor of the next page, or None at the end. One indexed query, however deep the page."""
+    limit = cursors.limit_of(limit)
+    query = sa.select(Token).order_by(Token.created_at, Token.token_id).limit(limit + 1)
+    if status:
+        if status not in TOKEN_STATUSES:
+            raise TokenError(f"Unknown status '{status}': use one of {', '.join(TOKEN_STATUSES)}.")
+        query = query.where(Token.status == status)
+    if q:
+        query = query.where(Token.token_id.ilike(f"%{q.strip().upper()}%"))
+    after = cursors.decode(cursor, 2)
+    if after:
+        created, token_id = _cursor_time(after[0]), after[1]
+        query = query.where(sa.or_(Token.created_at > created, sa.and_(Token.created_at == created, Token.token_id > token_id)))
+    found = list(session.scalars(query))
+    more = len(found) > limit
+    found = found[:limit]
+    return found, cursors.encode(iso(found[-1].created_at), found[-1].token_id) if more else None
+
+
+def page_registrations(
+    session: Session,
+    token_id: str | None = None,
+    outcome: str | None = None,
+    model_name: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> tuple[list[Registration], str | None]:
+    """One page of registrations, newest first, and the next page's cursor (or None)."""
+    limit = cursors.limit_of(limit)
+    query = sa.select(Registration).order_by(Registration.id.desc()).limit(limit + 1)
+    if token_id:
+        query = query.where(Registration.token_id == normalize(token_id))
+    if outcome:
+        query = query.where(Registration.outcome == outcome)
+    if model_name:
+        query = query.where(Registration.model_name == model_name)
+    after = cursors.decode(cursor, 1)
+    if after:
+        query = query.where(Registration.id < int(after[0]))
+    found = list(session.scalars(query))
+    more = len(found) > limit
+    found = found[:limit]
+    return found, cursors.encode(found[-1].id) if more else None
+
+
+def _cursor_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise BadOption("cursor", "The cursor is not one this API gave: follow the 'next' link of the previous page.") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def registrations(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from hokusai_mlflow_plugin.core import gate
+from hokusai_mlflow_plugin.core.errors import CONFLICT
 from hokusai_mlflow_plugin.db.models import DRAFT, Token
 from hokusai_mlflow_plugin.registration import tokens
 from hokusai_mlflow_plugin.submit.errors import BadOption, ModelError
@@ -16,7 +17,8 @@ def resolve_bar(token: Token, metric: str | None, baseline: float | None) -> tup
     if token.status != DRAFT:
         where = f" (model {token.model_name} version {token.model_version})" if token.model_name else ""
         raise ModelError(
-            f"Token '{token.token_id}' is {token.status} already{where}; a token takes one model: use a new token."
+            f"Token '{token.token_id}' is {token.status} already{where}; a token takes one model: use a new token.",
+            CONFLICT,
         )
     name = gate.metric(metric).name if metric else None
     if token.metric_name and name and not gate.same_metric(name, token.metric_name):

@@ -48,4 +48,4 @@ def test_unavailable_names_what_is_down():
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown error kind"):
         HokusaiError("x", "teapot")
-    assert set(KINDS) == {INVALID, NOT_FOUND, CONFLICT, UNAVAILABLE, CONFIG}
+    assert set(KINDS) == {INVALID, NOT_FOUND, CONFLICT, UNAVAILABLE, CONFIG, "unauthorized", "forbidden"}

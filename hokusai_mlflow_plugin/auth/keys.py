@@ -1,0 +1,169 @@
+"""API keys: ``hk_<key id>_<secret>``, made, checked, listed and revoked.
+
+The key id (8 hex characters) is public and names the key in lists and logs; the secret (256
+random bits) is shown once, at creation, and only its SHA-256 is kept. A random 256-bit secret
+needs no slow password hash: nobody can guess it, so the hash only has to be one-way; it is
+compared in constant time (the reasoning of djangorestframework-api-key 3.x and django-rest-knox).
+The typed ``hk_`` prefix lets secret scanners find a leaked key.
+
+Scopes climb: ``read`` (lists and details) < ``register`` (``POST /models/register``, and
+everything that writes runs and models) < ``admin`` (tokens, keys, redelivery, reconcile). A key
+holds the scopes it was given and every scope below them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from hokusai_mlflow_plugin.core.errors import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZED, HokusaiError
+from hokusai_mlflow_plugin.db.models import ApiKey, utcnow
+
+READ, REGISTER, ADMIN = "read", "register", "admin"
+SCOPES = (READ, REGISTER, ADMIN)  # each includes the ones before it
+PREFIX = "hk_"
+_KEY = re.compile(r"hk_([0-9a-f]{8})_([A-Za-z0-9_-]{43,128})")
+LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per key
+
+
+class ApiKeyError(HokusaiError):
+    """An API-key request that cannot be carried out (a bad scope, an unknown key id)."""
+
+
+class NotAuthenticated(HokusaiError):
+    """No usable key: missing, malformed, unknown, revoked or expired (401). The message says
+    which, and never holds the key."""
+
+    kind = UNAUTHORIZED
+
+
+class MissingScope(HokusaiError):
+    """The key is good but lacks ``scope`` (403)."""
+
+    kind = FORBIDDEN
+
+    def __init__(self, scope: str, key_id: str):
+        super().__init__(f"API key {key_id} lacks the '{scope}' scope: use a key created with --scope {scope}.")
+        self.scope = scope
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a good key says is calling: what the API records and logs (never the secret)."""
+
+    key_id: str
+    name: str
+    scopes: tuple[str, ...]
+
+    def allows(self, scope: str) -> bool:
+        return allows(self.scopes, scope)
+
+
+def allows(scopes, scope: str) -> bool:
+    """Whether ``scopes`` cover ``scope`` (a higher scope covers the lower ones)."""
+    return max((SCOPES.index(s) for s in scopes if s in SCOPES), default=-1) >= SCOPES.index(scope)
+
+
+def parse_scopes(text: str) -> tuple[str, ...]:
+    """``"read,register"`` -> ``("read", "register")``; a ``ApiKeyError`` names an unknown scope."""
+    scopes = tuple(dict.fromkeys(s.strip().lower() for s in text.split(",") if s.strip()))
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise ApiKeyError(f"Unknown scope {unknown[0]!r}: use read, register or admin, comma-separated." if unknown
+                        else "Give at least one scope: read, register or admin.", INVALID)
+    return scopes
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m`` -> a timedelta; a ``ApiKeyError`` says the form otherwise."""
+    match = re.fullmatch(r"\s*(\d{1,6})\s*([dhm])\s*", text or "")
+    if not match or int(match.group(1)) == 0:
+        raise ApiKeyError(f"{text!r} is not a duration: give a number of days, hours or minutes, such as 90d, 12h or 30m.", INVALID)
+    unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key: str  # the whole key, to show once
+    record: dict  # what ``to_dict`` shows of it
+
+
+def create(session: Session, name: str, scopes: tuple[str, ...], expires_in: timedelta | None = None) -> NewKey:
+    """A new key. Its secret is in ``NewKey.key`` and nowhere else, ever."""
+    name = (name or "").strip()
+    if not name or len(name) > 128:
+        raise ApiKeyError("Give the key a name of 1 to 128 characters, such as 'ci-training'.", INVALID)
+    secret = secrets.token_urlsafe(32)
+    key_id = secrets.token_hex(4)
+    now = utcnow()
+    row = ApiKey(key_id=key_id, secret_sha256=digest(secret), name=name, scopes=",".join(scopes), created_at=now,
+                 expires_at=now + expires_in if expires_in else None)
+    session.add(row)
+    session.flush()
+    return NewKey(f"{PREFIX}{key_id}_{secret}", row.to_dict())
+
+
+def list_keys(session: Session, limit: int = 1000) -> list[ApiKey]:
+    return list(session.scalars(sa.select(ApiKey).order_by(ApiKey.created_at, ApiKey.id).limit(limit)))
+
+
+def revoke(session: Session, key_id: str) -> ApiKey:
+    row = session.scalars(sa.select(ApiKey).where(ApiKey.key_id == key_id.strip().lower())).one_or_none()
+    if row is None:
+        raise ApiKeyError(f"No API key '{key_id}': see 'hokusai apikey list'.", NOT_FOUND)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+_FIND = sa.select(ApiKey.__table__).where(ApiKey.__table__.c.key_id == sa.bindparam("key_id"))
+_TOUCH = (
+    sa.update(ApiKey.__table__)
+    .where(ApiKey.__table__.c.key_id == sa.bindparam("touched_key_id"))
+    .values(last_used_at=sa.bindparam("now"))
+)
+_UNKNOWN = digest("no key has this secret")  # compared against for unknown ids: same work either way
+
+
+def authenticate(conn: sa.Connection, key: str | None, now: datetime | None = None) -> Caller:
+    """The caller a key names; ``NotAuthenticated`` for a missing, malformed, unknown, revoked
+    or expired key. Records the key's use at most once a minute, so that reads stay reads."""
+    if not key:
+        raise NotAuthenticated("An API key is required: send 'Authorization: Bearer hk_...'.")
+    match = _KEY.fullmatch(key.strip())
+    if match is None:
+        raise NotAuthenticated("The API key is malformed: it has the form hk_<key id>_<secret>.")
+    key_id, secret = match.groups()
+    row = conn.execute(_FIND, {"key_id": key_id}).one_or_none()
+    matches = hmac.compare_digest(digest(secret), row.secret_sha256 if row else _UNKNOWN)
+    if row is None or not matches:
+        raise NotAuthenticated(f"API key {key_id} is not known: check the key, or create one with 'hokusai apikey create'.")
+    now = now or utcnow()
+    if row.revoked_at is not None:
+        raise NotAuthenticated(f"API key {key_id} was revoked: use another key.")
+    if row.expires_at is not None and _aware(row.expires_at) <= now:
+        raise NotAuthenticated(f"API key {key_id} expired: create a new one with 'hokusai apikey create'.")
+    if row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_EVERY:
+        conn.execute(_TOUCH, {"touched_key_id": key_id, "now": now})
+    return Caller(key_id, row.name, tuple(row.scopes.split(",")))
+
+
+def require(caller: Caller, scope: str) -> None:
+    if not caller.allows(scope):
+        raise MissingScope(scope, caller.key_id)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

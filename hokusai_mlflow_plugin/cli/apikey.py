@@ -1,0 +1,67 @@
+"""``hokusai apikey ...``: API keys for the HTTP API and the MLflow gateway."""
+
+from __future__ import annotations
+
+import click
+
+from hokusai_mlflow_plugin.cli.common import domain_errors, emit, pass_ctx, table
+
+
+@click.group()
+def apikey():
+    """Create, list and revoke API keys (hk_<key id>_<secret>)."""
+
+
+@apikey.command("create")
+@click.argument("name")
+@click.option("--scope", "scope", default="read", show_default=True, help="Comma-separated: read, register, admin (each includes the ones before it).")
+@click.option("--expires-in", help="A lifetime such as 90d, 12h or 30m (default: no expiry).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+@domain_errors
+def apikey_create(obj, name, scope, expires_in, as_json):
+    """Create key NAME and print it once: it is not stored, and cannot be shown again."""
+    from hokusai_mlflow_plugin.auth import keys
+
+    scopes = keys.parse_scopes(scope)
+    lifetime = keys.parse_duration(expires_in) if expires_in else None
+    with obj.sessions().begin() as session:
+        made = keys.create(session, name, scopes, lifetime)
+    text = (
+        f"Created API key {made.record['key_id']} '{made.record['name']}' ({', '.join(scopes)}"
+        f"{', expires ' + made.record['expires_at'] if made.record['expires_at'] else ''}).\n"
+        f"{made.key}\n"
+        "Store it now, in a secret manager or as HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN: it is shown only once."
+    )
+    emit({**made.record, "key": made.key}, as_json, text)
+
+
+@apikey.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+@domain_errors
+def apikey_list(obj, as_json):
+    """List the keys: ids, names, scopes and last use, never a secret."""
+    from hokusai_mlflow_plugin.auth import keys
+
+    with obj.sessions()() as session:
+        data = [k.to_dict() for k in keys.list_keys(session)]
+    rows = [
+        (k["key_id"], k["name"], ",".join(k["scopes"]), k["last_used_at"] or "never",
+         "revoked" if k["revoked_at"] else (f"expires {k['expires_at']}" if k["expires_at"] else "active"))
+        for k in data
+    ]
+    emit(data, as_json, table(("KEY ID", "NAME", "SCOPES", "LAST USED", "STATE"), rows) if rows else "No API keys.")
+
+
+@apikey.command("revoke")
+@click.argument("key_id")
+@pass_ctx
+@domain_errors
+def apikey_revoke(obj, key_id):
+    """Revoke KEY_ID: its next request is refused."""
+    from hokusai_mlflow_plugin.auth import keys
+
+    with obj.sessions().begin() as session:
+        row = keys.revoke(session, key_id)
+        click.echo(f"Revoked API key {row.key_id} '{row.name}'.")

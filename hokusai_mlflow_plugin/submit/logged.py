@@ -1,0 +1,40 @@
+"""Register a model that is logged already (the platform's ``POST /models/register``): check the
+token and its bar, create the MLflow model version with the token's tags, and decide it with the
+same ``register()`` the webhook uses, so that the webhook's delivery of the same version finds it
+decided (a duplicate) and nothing is decided twice."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hokusai_mlflow_plugin.core import tags
+from hokusai_mlflow_plugin.mlflow_io import versions
+from hokusai_mlflow_plugin.registration import tokens
+from hokusai_mlflow_plugin.registration.service import DUPLICATE, Outcome, RegistrationService
+from hokusai_mlflow_plugin.submit import bar
+
+
+def register_logged(
+    service: RegistrationService,
+    token_id: str,
+    model_uri: str,
+    model_name: str | None = None,
+    metric: str | None = None,
+    baseline: float | None = None,
+) -> Outcome:
+    """The decision on a new version of ``model_name`` (default ``hokusai-<token>``) made from the
+    logged model at ``model_uri``. ``TokenError`` (404) for an unknown token; ``ModelError``
+    (409) for a token that is not draft; ``BadOption`` or ``BadModelUri`` (422) for a bar that
+    differs from the token's or a URI that names no model."""
+    versions.parse_model_uri(model_uri)  # a malformed URI is refused before anything is written
+    with service.sessions.begin() as session:
+        token = tokens.get(session, token_id)
+        token_id = token.token_id
+        metric_name, baseline_value = bar.set_bar(session, token_id, metric, baseline)
+    version_tags = {tags.TOKEN_ID: token_id, tags.METRIC: metric_name, tags.BASELINE: repr(float(baseline_value))}
+    name = model_name or f"hokusai-{token_id.lower()}"
+    created = versions.create_version(service.client, name, model_uri, version_tags)
+    outcome = service.register(created.name, str(created.version))
+    if outcome.status == DUPLICATE:  # the webhook's delivery decided it first: its decision stands
+        outcome = dataclasses.replace(outcome, status=outcome.decision)
+    return outcome

@@ -1,0 +1,18 @@
+"""The API's blueprint, its security scheme, and the ``next`` link of a page (shared by the views)."""
+
+from __future__ import annotations
+
+from flask import request, url_for
+from flask_openapi3 import APIBlueprint
+
+SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key, hk_<key id>_<secret>."}}
+
+bp = APIBlueprint("api", __name__, url_prefix="/api/v1", abp_security=[{"bearer": []}])
+
+
+def next_link(cursor: str | None) -> str | None:
+    """The URL of the next page: this request's, with ``cursor``."""
+    if cursor is None:
+        return None
+    args = {**request.args.to_dict(), "cursor": cursor}
+    return url_for(request.endpoint, **(request.view_args or {}), **args)

@@ -1,0 +1,45 @@
+"""``POST /api/v1/models/register`` (the platform's endpoint) and ``GET /api/v1/registrations``."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app, g
+
+from hokusai_mlflow_plugin.auth.keys import READ, REGISTER
+from hokusai_mlflow_plugin.registration import tokens
+from hokusai_mlflow_plugin.submit.logged import register_logged
+from webhook_app.api.blueprint import bp, next_link
+from webhook_app.api.auth import needs
+from webhook_app.api.schemas import Decision, Problem, RegisterBody, RegistrationPage, RegistrationQuery
+
+_logger = logging.getLogger(__name__)
+
+
+@bp.post(
+    "/models/register",
+    responses={200: Decision, 401: Problem, 403: Problem, 404: Problem, 409: Problem, 422: Problem, 503: Problem},
+    summary="Register a logged model for a token and return the decision",
+)
+@needs(REGISTER)
+def register_model(body: RegisterBody):
+    """Creates the MLflow model version of a model that is logged already, and returns the
+    decision of the same registration service the webhook uses (synchronously; the webhook's
+    delivery of the same version then finds it decided)."""
+    service = current_app.extensions["hokusai"]
+    outcome = register_logged(service, body.token_id, body.model_uri, body.model_name, body.metric, body.baseline)
+    _logger.info("API key %s registered %s v%s for %s: %s", g.caller.key_id, outcome.model_name,
+                 outcome.model_version, outcome.token_id, outcome.status)
+    return {
+        "status": outcome.status, "reason": outcome.reason, "token_id": outcome.token_id,
+        "model_name": outcome.model_name, "model_version": outcome.model_version, "run_id": outcome.run_id,
+        "metric_name": outcome.metric_name, "metric_value": outcome.metric_value, "baseline": outcome.baseline_value,
+    }
+
+
+@bp.get("/registrations", responses={200: RegistrationPage, 401: Problem, 403: Problem, 422: Problem}, summary="Every decided model version")
+@needs(READ)
+def list_registrations(query: RegistrationQuery):
+    with current_app.extensions["hokusai"].sessions() as session:
+        found, cursor = tokens.page_registrations(session, query.token, query.status, query.model, query.limit, query.cursor)
+        return {"items": [r.to_dict() for r in found], "next": next_link(cursor)}
