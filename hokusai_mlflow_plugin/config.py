@@ -25,7 +25,7 @@ _FILE_KEYS = {
     "database_url", "db_type", "db_host", "db_port", "db_name", "db_user", "db_password", "home",
     "tracking_uri", "webhook_secret", "event_webhook_url", "event_webhook_secret", "redis_url",
     "redis_stream", "log_level", "event_console", "relay_horizon", "relay_retry_base",
-    "relay_retry_cap", "relay_lease",
+    "relay_retry_cap", "relay_lease", "api_url", "api_key",
 }
 
 
@@ -45,6 +45,8 @@ class Settings:
     relay_retry_base: float = 10.0  # first retry after about this many seconds, then doubling
     relay_retry_cap: float = 4 * 3600.0  # never wait longer than this between two attempts
     relay_lease: float = 60.0  # a claimed delivery is another worker's again after this
+    api_url: str | None = None  # the Hokusai HTTP API: with api_key, the CLI needs no database
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def event_webhook_secrets(self) -> tuple[str, ...]:
@@ -179,6 +181,8 @@ def load_settings(config_file: str | None = None, environ=None, **overrides) -> 
         redis_stream=values.get("redis_stream") or "hokusai:events",
         log_level=(values.get("log_level") or "INFO").upper(),
         event_console=(values.get("event_console") or "").lower() in ("1", "true", "yes", "on"),
+        api_url=values.get("api_url"),
+        api_key=values.get("api_key"),
         **_floats(values, "relay_horizon", "relay_retry_base", "relay_retry_cap", "relay_lease"),
     )
     settings = settings.with_overrides(**overrides)

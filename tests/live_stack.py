@@ -103,6 +103,13 @@ class Stack:
 
     # -- the token database ---------------------------------------------------------------------
 
+    def api_key(self, *scopes: str, name: str = "test") -> str:
+        """A new API key on the stack's database (the whole key, as shown once)."""
+        from hokusai_mlflow_plugin.auth import keys
+
+        with self.sessions.begin() as s:
+            return keys.create(s, name, scopes or ("read",)).key
+
     def create_token(self, token_id: str, metric: str | None = "auroc", baseline: float | None = 0.82, status: str = "draft") -> None:
         with self.sessions.begin() as s:
             s.add(Token(token_id=token_id, status=status, metric_name=metric, baseline_value=baseline))

@@ -52,6 +52,21 @@ class Context:
 
         return RegistrationService(self.sessions(), self.client())
 
+    def api(self):
+        """The HTTP API's client when HOKUSAI_API_URL and HOKUSAI_API_KEY are set (the command then
+        needs no database), else None."""
+        from hokusai_mlflow_plugin.config import ConfigError
+
+        url, key = self.settings.api_url, self.settings.api_key
+        if not url and not key:
+            return None
+        if not (url and key):
+            missing = "HOKUSAI_API_KEY" if url else "HOKUSAI_API_URL"
+            raise ConfigError(f"{missing} is not set: the CLI talks to the API with both HOKUSAI_API_URL and HOKUSAI_API_KEY.")
+        from hokusai_mlflow_plugin.client import HokusaiClient
+
+        return HokusaiClient(url, key)
+
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -131,6 +146,13 @@ def domain_errors(fn):
 
 
 # -- text ----------------------------------------------------------------------------------------
+
+
+def record(data: dict):
+    """An API answer with the attributes of the row it shows, for the same text as from the database."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**data)
 
 
 def number_text(value) -> str:

@@ -32,8 +32,11 @@ def events_list(obj, status, limit, as_json):
     """Show event deliveries per sink, newest first, with their attempts."""
     from hokusai_mlflow_plugin.events import outbox
 
-    with obj.sessions()() as session:
-        rows = outbox.deliveries_or_events(session, status, limit)
+    if (api := obj.api()) is not None:
+        rows = _api_rows(api, status, limit)
+    else:
+        with obj.sessions()() as session:
+            rows = outbox.deliveries_or_events(session, status, limit)
     lines = []
     for r in rows:
         err = f"  last error: {r['last_error']}" if r.get("last_error") else ""
@@ -49,6 +52,13 @@ def events_redeliver(obj, event_id):
     """Send EVENT_ID out again to every sink (same webhook-id), now."""
     from hokusai_mlflow_plugin.events import outbox
 
+    if (api := obj.api()) is not None:
+        rows = _redeliver_over_api(api, event_id)
+        for r in rows:
+            click.echo(f"{r['sink']}: {r['status']}" + (f" ({r['last_error']})" if r["last_error"] else ""))
+        if not rows or any(r["status"] != "delivered" for r in rows):
+            sys.exit(1)
+        return
     relay = _relay(obj)
     if not relay.sinks:
         raise click.ClickException("No sink is configured: set HOKUSAI_EVENT_WEBHOOK_URL or HOKUSAI_REDIS_URL.")
@@ -61,6 +71,32 @@ def events_redeliver(obj, event_id):
         click.echo(f"{r['sink']}: {r['status']}" + (f" ({r['last_error']})" if r["last_error"] else ""))
     if any(r["status"] != "delivered" for r in rows):
         sys.exit(1)
+
+
+def _api_rows(api, status, limit) -> list[dict]:
+    """The API's events as the rows ``events list`` prints: one per (event, sink); an event no
+    sink has seen yet is one row of status ``stored``. With a status, only those deliveries."""
+    rows = []
+    for event in api.events(status=status):
+        deliveries = [d for d in event["deliveries"] if not status or d["status"] == status]
+        if not event["deliveries"] and not status:
+            deliveries = [{"sink": None, "status": "stored", "attempts": 0, "last_error": None}]
+        rows += [{"event_id": event["event_id"], "event_type": event["event_type"], **d} for d in deliveries]
+        if len(rows) >= limit:
+            return rows[:limit]
+    return rows
+
+
+def _redeliver_over_api(api, event_id: str, wait: float = 30.0) -> list[dict]:
+    """Redeliver through the API, then wait (up to ``wait`` seconds) for the server's relay."""
+    import time
+
+    deliveries = api.redeliver(event_id)["deliveries"]
+    deadline = time.monotonic() + wait
+    while deliveries and any(d["status"] in ("pending", "failed") for d in deliveries) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        deliveries = api.event(event_id)["deliveries"]
+    return deliveries
 
 
 @events.command("relay")

@@ -7,7 +7,7 @@ import math
 
 import click
 
-from hokusai_mlflow_plugin.cli.common import NUMBER, domain_errors, emit, number_text, pass_ctx, table, token_line
+from hokusai_mlflow_plugin.cli.common import NUMBER, domain_errors, emit, number_text, pass_ctx, record, table, token_line
 
 
 def _supported_metric(_ctx, _param, value):
@@ -43,7 +43,7 @@ def submit_model(obj, token_id, model_path, metric, baseline, metric_value, run_
     The metric comes from exactly one of --metric-value, --run-id or --eval-data with --target.
     Exits 1 when the model is rejected."""
     from hokusai_mlflow_plugin.registration.service import REJECTED_STATUS
-    from hokusai_mlflow_plugin.submit.workflow import Submission, submit
+    from hokusai_mlflow_plugin.submit.workflow import Submission, submit, submit_over_api
 
     sources = [flag for flag, given in (("--metric-value", metric_value is not None), ("--run-id", run_id), ("--eval-data", eval_data)) if given]
     if len(sources) != 1:
@@ -53,8 +53,19 @@ def submit_model(obj, token_id, model_path, metric, baseline, metric_value, run_
         raise click.UsageError("--eval-data and --target go together: the CSV file and its label column.")
 
     job = Submission(token_id, model_path, metric, baseline, metric_value, run_id, eval_data, target, model_name, wait)
-    outcome = submit(obj.service(), obj.settings.tracking_uri, job, lambda line: click.echo(line, err=True))
-    emit(outcome.to_dict(), as_json, _outcome_text(outcome))
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    if (api := obj.api()) is not None:
+        decided = submit_over_api(api, obj.client(), obj.settings.tracking_uri, job, say)
+        # the keys the database path prints: an Outcome's
+        fields = ("status", "reason", "model_name", "model_version", "token_id", "decision", "metric_name",
+                  "metric_value", "baseline_value", "run_id")
+        decided = {**decided, "decision": decided["status"], "baseline_value": decided.get("baseline")}
+        outcome = record({k: decided.get(k) for k in fields})
+        data = {k: v for k, v in vars(outcome).items() if v is not None}
+    else:
+        outcome = submit(obj.service(), obj.settings.tracking_uri, job, say)
+        data = outcome.to_dict()
+    emit(data, as_json, _outcome_text(outcome))
     if outcome.status == REJECTED_STATUS:
         click.get_current_context().exit(1)
 
@@ -68,14 +79,18 @@ def model_status(obj, token_id, as_json):
     """Show token TOKEN_ID and the model versions registered for it, newest first."""
     from hokusai_mlflow_plugin.registration import tokens
 
-    with obj.sessions()() as session:
-        token = tokens.get(session, token_id)
-        regs = tokens.registrations(session, token.token_id)
-        data = {**token.to_dict(), "registrations": [r.to_dict() for r in regs]}
-        lines = [token_line(token)]
-        lines += [f"  {r.model_name} v{r.model_version}  {r.outcome:<11}{_value_text(r)}  {r.reason}" for r in regs]
-        if not regs:
-            lines.append(f"  No model registered yet: run 'hokusai model register --token-id {token.token_id} --model-path PATH ...'.")
+    if (api := obj.api()) is not None:
+        data = api.token(token_id)
+        token, regs = record(data), [record(r) for r in data["registrations"]]
+    else:
+        with obj.sessions()() as session:
+            token = tokens.get(session, token_id)
+            regs = tokens.registrations(session, token.token_id)
+            data = {**token.to_dict(), "registrations": [r.to_dict() for r in regs]}
+    lines = [token_line(token)]
+    lines += [f"  {r.model_name} v{r.model_version}  {r.outcome:<11}{_value_text(r)}  {r.reason}" for r in regs]
+    if not regs:
+        lines.append(f"  No model registered yet: run 'hokusai model register --token-id {token.token_id} --model-path PATH ...'.")
     emit(data, as_json, "\n".join(lines))
 
 
@@ -91,9 +106,14 @@ def model_list(obj, status, token_id, model_name, latest, as_json):
     """List registered and rejected model versions, best first within each metric."""
     from hokusai_mlflow_plugin.registration import tokens
 
-    with obj.sessions()() as session:
-        found = tokens.registrations(session, token_id, status, model_name=model_name, latest=latest)
-        data = [r.to_dict() for r in tokens.sort_best_first(found)]
+    if (api := obj.api()) is not None:
+        found = [record(r) for r in api.registrations(token=token_id, status=status, model=model_name)]
+        found = tokens.newest_of_each_model(found) if latest else found
+        data = [vars(r) for r in tokens.sort_best_first(found)]
+    else:
+        with obj.sessions()() as session:
+            found = tokens.registrations(session, token_id, status, model_name=model_name, latest=latest)
+            data = [r.to_dict() for r in tokens.sort_best_first(found)]
     headers = ("TOKEN", "MODEL", "VERSION", "METRIC", "VALUE", "BASELINE", "OUTCOME", "REASON")
     rows = [
         (r["token_id"] or "-", r["model_name"], r["model_version"], r["metric_name"] or "-", number_text(r["metric_value"]),

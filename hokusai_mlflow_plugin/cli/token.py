@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hokusai_mlflow_plugin.cli.common import NUMBER, domain_errors, emit, pass_ctx, token_line
+from hokusai_mlflow_plugin.cli.common import NUMBER, domain_errors, emit, pass_ctx, record, token_line
 
 
 @click.group()
@@ -38,6 +38,10 @@ def token_show(obj, token_id, as_json):
     """Show one token."""
     from hokusai_mlflow_plugin.registration import tokens
 
+    if (api := obj.api()) is not None:
+        data = {k: v for k, v in api.token(token_id).items() if k != "registrations"}
+        emit(data, as_json, token_line(record(data)))
+        return
     with obj.sessions()() as session:
         t = tokens.get(session, token_id)
         data = t.to_dict()
@@ -54,6 +58,11 @@ def token_list(obj, status, as_json):
     """List tokens."""
     from hokusai_mlflow_plugin.registration import tokens
 
+    if (api := obj.api()) is not None:
+        tokens.check_status(status)
+        data = list(api.tokens(status=status))
+        emit(data, as_json, "\n".join(token_line(record(t)) for t in data) or "No tokens.")
+        return
     with obj.sessions()() as session:
         found = tokens.list_tokens(session, status)
         data = [t.to_dict() for t in found]

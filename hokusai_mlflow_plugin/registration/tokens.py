@@ -56,11 +56,15 @@ def get(session: Session, token_id: str) -> Token:
     return token
 
 
+def check_status(status: str | None) -> None:
+    if status and status not in TOKEN_STATUSES:
+        raise TokenError(f"Unknown status '{status}': use one of {', '.join(TOKEN_STATUSES)}.")
+
+
 def list_tokens(session: Session, status: str | None = None) -> list[Token]:
     query = sa.select(Token).order_by(Token.created_at, Token.token_id)
     if status:
-        if status not in TOKEN_STATUSES:
-            raise TokenError(f"Unknown status '{status}': use one of {', '.join(TOKEN_STATUSES)}.")
+        check_status(status)
         query = query.where(Token.status == status)
     return list(session.scalars(query))
 
@@ -73,8 +77,7 @@ def page_tokens(
     limit = cursors.limit_of(limit)
     query = sa.select(Token).order_by(Token.created_at, Token.token_id).limit(limit + 1)
     if status:
-        if status not in TOKEN_STATUSES:
-            raise TokenError(f"Unknown status '{status}': use one of {', '.join(TOKEN_STATUSES)}.")
+        check_status(status)
         query = query.where(Token.status == status)
     if q:
         query = query.where(Token.token_id.ilike(f"%{q.strip().upper()}%"))
@@ -140,14 +143,17 @@ def registrations(
     if model_name:
         query = query.where(Registration.model_name == model_name)
     found = list(session.scalars(query))
-    if latest:
-        newest: dict[str, Registration] = {}
-        for reg in found:
-            seen = newest.get(reg.model_name)
-            if seen is None or tags.version_key(reg.model_version) > tags.version_key(seen.model_version):
-                newest[reg.model_name] = reg
-        found = [reg for reg in found if newest[reg.model_name] is reg]
-    return found
+    return newest_of_each_model(found) if latest else found
+
+
+def newest_of_each_model(found: list) -> list:
+    """The newest version of each model among ``found`` (rows, or the API's records), in order."""
+    newest: dict[str, object] = {}
+    for reg in found:
+        seen = newest.get(reg.model_name)
+        if seen is None or tags.version_key(reg.model_version) > tags.version_key(seen.model_version):
+            newest[reg.model_name] = reg
+    return [reg for reg in found if newest[reg.model_name] is reg]
 
 
 def sort_best_first(found: list[Registration]) -> list[Registration]:

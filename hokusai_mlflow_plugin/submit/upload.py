@@ -55,14 +55,15 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
 @dataclass(frozen=True)
 class Logged:
     run_id: str
-    version: str
+    version: str | None  # None when the model was logged without registering it
+    model_id: str | None = None  # the LoggedModel: models:/<model_id>
 
 
 def log_and_register(
     loaded: LoadedModel,
     *,
     tracking_uri: str,
-    model_name: str,
+    model_name: str | None,
     token_id: str,
     metric_name: str,
     baseline: float,
@@ -71,7 +72,8 @@ def log_and_register(
 ) -> Logged:
     """Log ``loaded`` as a model (into run ``run_id``, or a new run), with the ``hokusai_*`` tags on
     the run and the LoggedModel and ``metric_value`` logged where given, and register it as a new
-    version of ``model_name``. The webhook receiver decides the version as soon as it exists."""
+    version of ``model_name`` (without one, the model is logged only: the API registers it). The
+    webhook receiver decides the version as soon as it exists."""
     import requests
     from mlflow.exceptions import MlflowException
 
@@ -93,7 +95,8 @@ def log_and_register(
             f"MLflow at {tracking_uri} failed while logging the model ({type(e).__name__}: {first_line(e, limit=200)}): "
             "check that the server is up and has room for artifacts, then run the command again."
         ) from None
-    return Logged(run.info.run_id, str(info.registered_model_version))
+    version = info.registered_model_version
+    return Logged(run.info.run_id, str(version) if version is not None else None, info.model_id)
 
 
 def _log_model(loaded: LoadedModel, model_name: str, token_tags: dict[str, str]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable
 
 from hokusai_mlflow_plugin.registration import records, tokens
@@ -34,15 +35,43 @@ class Submission:
 def submit(service: RegistrationService, tracking_uri: str, job: Submission, say: Callable[[str], None]) -> Outcome:
     """Register ``job``'s model and return its decision (``registered`` or ``rejected``). ``say``
     reports progress to the person waiting."""
-    sessions, client = service.sessions, service.client
-    loaded = load.load_model(job.model_path)
-    with sessions() as session:
+    with service.sessions() as session:
         token = tokens.get(session, job.token_id)
-        metric_name, baseline = bar.resolve_bar(token, job.metric, job.baseline)
-        token_id = token.token_id
-    model_name = job.model_name or f"hokusai-{token_id.lower()}"
-    estimator = _estimator(loaded) if job.eval_data else None
+    plan = _prepare(job, token, service.client, tracking_uri, say)
+    with service.sessions.begin() as session:
+        bar.set_bar(session, plan.token_id, job.metric, job.baseline)
+    logged = _upload(plan, tracking_uri, say, register=True)
+    say(f"Registered {plan.model_name} version {logged.version} (run {logged.run_id}); waiting for the decision ...")
+    return _decision(service, plan.model_name, logged.version, job.wait)
 
+
+def submit_over_api(api, client, tracking_uri: str, job: Submission, say: Callable[[str], None]) -> dict:
+    """The same, for a user who holds an API key and no database: the model is logged to MLflow at
+    ``tracking_uri`` (the gateway, or a server of their own), then ``POST /models/register``
+    creates the version and returns the decision."""
+    token = SimpleNamespace(**api.token(job.token_id))
+    plan = _prepare(job, token, client, tracking_uri, say)
+    logged = _upload(plan, tracking_uri, say, register=False)
+    say(f"Logged model {logged.model_id} (run {logged.run_id}); registering it through the Hokusai API ...")
+    return api.register(plan.token_id, f"models:/{logged.model_id}", plan.model_name, plan.metric_name, plan.baseline)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    token_id: str
+    model_name: str
+    metric_name: str
+    baseline: float
+    loaded: load.LoadedModel
+    metric_value: float | None
+    run_id: str | None
+
+
+def _prepare(job: Submission, token, client, tracking_uri: str, say) -> _Plan:
+    """Everything that can fail before anything is written: the model, the bar, MLflow, the metric."""
+    loaded = load.load_model(job.model_path)
+    metric_name, baseline = bar.resolve_bar(token, job.metric, job.baseline)
+    estimator = _estimator(loaded) if job.eval_data else None
     upload.check_reachable(client, tracking_uri)
     to_log = job.metric_value
     if job.run_id:
@@ -52,16 +81,17 @@ def submit(service: RegistrationService, tracking_uri: str, job: Submission, say
         X, y = measure.read_eval_data(job.eval_data, job.target)
         to_log = measure.compute_metric(estimator, metric_name, X, y)
         say(f"Computed {metric_name} {to_log:g} on {len(y)} rows of {job.eval_data}.")
+    model_name = job.model_name or f"hokusai-{token.token_id.lower()}"
+    return _Plan(token.token_id, model_name, metric_name, baseline, loaded, to_log, job.run_id)
 
-    with sessions.begin() as session:
-        bar.set_bar(session, token_id, job.metric, job.baseline)
-    say(f"Uploading {loaded.describe()} to MLflow at {tracking_uri} ...")
-    logged = upload.log_and_register(
-        loaded, tracking_uri=tracking_uri, model_name=model_name, token_id=token_id, metric_name=metric_name,
-        baseline=baseline, metric_value=to_log, run_id=job.run_id,
+
+def _upload(plan: _Plan, tracking_uri: str, say, register: bool) -> upload.Logged:
+    say(f"Uploading {plan.loaded.describe()} to MLflow at {tracking_uri} ...")
+    return upload.log_and_register(
+        plan.loaded, tracking_uri=tracking_uri, model_name=plan.model_name if register else None,
+        token_id=plan.token_id, metric_name=plan.metric_name, baseline=plan.baseline, metric_value=plan.metric_value,
+        run_id=plan.run_id,
     )
-    say(f"Registered {model_name} version {logged.version} (run {logged.run_id}); waiting for the decision ...")
-    return _decision(service, model_name, logged.version, job.wait)
 
 
 def _estimator(loaded: load.LoadedModel):
