@@ -1,0 +1,83 @@
+"""The CLI over HTTP: with HOKUSAI_API_URL and HOKUSAI_API_KEY, ``token``, ``model`` and ``events``
+commands talk to the API of the live stack and need no database URL (the default one here is an
+empty directory: a command that touched it would fail)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from hokusai_mlflow_plugin.cli import main
+from tests.model_cli import joblib_file
+
+
+@pytest.fixture
+def http_cli(pg_stack, tmp_path, monkeypatch):
+    monkeypatch.delenv("HOKUSAI_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HOKUSAI_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("HOKUSAI_API_URL", pg_stack.receiver.url)
+    monkeypatch.setenv("HOKUSAI_API_KEY", pg_stack.api_key("register"))
+    runner = CliRunner()
+
+    def run(*args, code=0):
+        result = runner.invoke(main, [str(a) for a in args])
+        assert result.exit_code == code, result.output
+        assert "Traceback" not in result.output
+        return result
+
+    return run
+
+
+@pytest.fixture
+def pg_stack(stack_postgres, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack_postgres.mlflow.url)
+    mlflow.set_tracking_uri(stack_postgres.mlflow.url)
+    yield stack_postgres
+    mlflow.end_run()
+
+
+def test_register_over_http_registered_then_rejected_then_unknown(http_cli, pg_stack, tmp_path, token_id):
+    pg_stack.create_token(token_id, "auroc", 0.82)
+    model = joblib_file(tmp_path)
+    registered = http_cli("model", "register", "--token-id", token_id, "--model-path", model, "--metric-value", "0.9", "--json")
+    decision = json.loads(registered.stdout)
+    assert decision["status"] == "registered" and decision["baseline_value"] == 0.82 and decision["metric_value"] == 0.9
+    assert pg_stack.token(token_id)["status"] == "registered"
+    assert "registering it through the Hokusai API" in registered.stderr
+
+    shown = http_cli("token", "show", token_id)
+    assert shown.output.startswith(token_id) and "registered" in shown.output and "auroc >= 0.82" in shown.output
+    assert json.loads(http_cli("token", "show", token_id, "--json").output)["model_version"] == decision["model_version"]
+    status = http_cli("model", "status", token_id)
+    assert f"{decision['model_name']} v{decision['model_version']}  registered" in status.output
+    listed = http_cli("model", "list", "--token", token_id)
+    assert decision["model_name"] in listed.output and "auroc" in listed.output
+    assert token_id in http_cli("token", "list", "--status", "registered").output
+
+    second = token_id + "-B"
+    pg_stack.create_token(second, "auroc", 0.99)
+    rejected = http_cli("model", "register", "--token-id", second, "--model-path", model, "--metric-value", "0.5", code=1)
+    assert "Rejected" in rejected.stdout and "below the baseline 0.99" in rejected.stdout
+    unknown = http_cli("model", "register", "--token-id", "NOPE-" + token_id, "--model-path", model, "--metric-value", "0.5", code=1)
+    assert f"Unknown token 'NOPE-{token_id}'" in unknown.output
+
+
+def test_errors_over_http_are_the_same_sentences(http_cli, monkeypatch):
+    assert "Unknown status 'pending'" in http_cli("token", "list", "--status", "pending", code=1).output
+    assert "Unknown token 'NOPE-X'" in http_cli("token", "show", "nope-x", code=1).output
+    monkeypatch.setenv("HOKUSAI_API_KEY", "hk_00000000_" + "a" * 43)
+    assert "is not known" in http_cli("token", "list", code=1).output
+    monkeypatch.delenv("HOKUSAI_API_KEY")
+    assert "HOKUSAI_API_KEY is not set" in http_cli("token", "list", code=1).output
+
+
+def test_events_list_over_http(http_cli, pg_stack):
+    from tests.events.helpers import add_events
+
+    event_id = add_events(pg_stack.db_url)[0]
+    listed = http_cli("events", "list", "--json")
+    assert event_id in [row["event_id"] for row in json.loads(listed.output)]
