@@ -11,7 +11,7 @@ database of the same kind, and the real receiver over HTTP on loopback:
 
 * ``--receiver gunicorn`` (default): ``gunicorn --workers 2 'webhook_app:create_app()'`` in its own
   process group, as ``hokusai up`` runs it, configured by the environment only;
-* ``--receiver thread``: ``tests.stack.ReceiverThread`` (werkzeug's threaded server) inside this
+* ``--receiver thread``: ``tests.live_stack.ReceiverThread`` (werkzeug's threaded server) inside this
   process, as the integration tests run it. Its Python threads share this process's GIL with the
   poller below.
 
@@ -68,7 +68,7 @@ class Receiver:
         self.proc = None
         self.thread = None
         if mode == "thread":
-            from tests.stack import ReceiverThread
+            from tests.live_stack import ReceiverThread
 
             self.thread = ReceiverThread({
                 "HOKUSAI_WEBHOOK_SECRETS": (SECRET,),

@@ -1,14 +1,14 @@
 """Shared pieces of the registration and events benchmarks (issues 3 and 4). Not a benchmark.
 
 Run the scripts from the repository root (``.venv/bin/python bench/<script>.py``); importing this
-module puts the repository root on ``sys.path`` so that ``tests.harness`` and ``tests.stack`` import.
+module puts the repository root on ``sys.path`` so that ``tests.harness`` and ``tests.live_stack`` import.
 
 * ``machine_facts()``: nproc, Python, mlflow, UTC date and load average, printed by every script.
 * ``pct()`` / ``summary()`` / ``table()``: percentiles (linear interpolation between order statistics,
   as numpy's default) and plain-text tables.
 * ``Backend``: a real ``mlflow server`` (harness ``MlflowServer``, ``hokusai+`` registry store,
   webhook cache TTL 1 s) and a migrated token database of one kind, ``sqlite`` or ``postgresql``
-  (both MLflow's backend and the token database of that kind, as ``tests.stack`` does); cleaned up on
+  (both MLflow's backend and the token database of that kind, as ``tests.live_stack`` does); cleaned up on
   exit (PostgreSQL databases dropped).
 * ``prepare()``: what a training run leaves behind before its model version is created, done the way
   ``log_model(registered_model_name=...)`` does it but without artifacts: a draft token, a run with

@@ -149,7 +149,7 @@ def test_command_groups_import_only_cli_common():
     edges = graph()
     for module, targets in edges.items():
         if layer(module) == "cli" and module.startswith(f"{PACKAGE}.cli."):
-            cli_imports = {t for t in targets if t.startswith(f"{PACKAGE}.cli")}
+            cli_imports = {t for t in targets if t == f"{PACKAGE}.cli" or t.startswith(f"{PACKAGE}.cli.")}
             assert cli_imports <= {f"{PACKAGE}.cli.common"}, module
     assert not [m for m, targets in edges.items() if f"{PACKAGE}.cli" in targets and m != f"{PACKAGE}.__main__"]
 

@@ -35,9 +35,10 @@ class Submission:
 def submit(service: RegistrationService, tracking_uri: str, job: Submission, say: Callable[[str], None]) -> Outcome:
     """Register ``job``'s model and return its decision (``registered`` or ``rejected``). ``say``
     reports progress to the person waiting."""
+    loaded = load.load_model(job.model_path)  # a bad path is the first thing to hear of
     with service.sessions() as session:
         token = tokens.get(session, job.token_id)
-    plan = _prepare(job, token, service.client, tracking_uri, say)
+    plan = _prepare(job, loaded, token, service.client, tracking_uri, say)
     with service.sessions.begin() as session:
         bar.set_bar(session, plan.token_id, job.metric, job.baseline)
     logged = _upload(plan, tracking_uri, say, register=True)
@@ -49,8 +50,9 @@ def submit_over_api(api, client, tracking_uri: str, job: Submission, say: Callab
     """The same, for a user who holds an API key and no database: the model is logged to MLflow at
     ``tracking_uri`` (the gateway, or a server of their own), then ``POST /models/register``
     creates the version and returns the decision."""
+    loaded = load.load_model(job.model_path)
     token = SimpleNamespace(**api.token(job.token_id))
-    plan = _prepare(job, token, client, tracking_uri, say)
+    plan = _prepare(job, loaded, token, client, tracking_uri, say)
     logged = _upload(plan, tracking_uri, say, register=False)
     say(f"Logged model {logged.model_id} (run {logged.run_id}); registering it through the Hokusai API ...")
     return api.register(plan.token_id, f"models:/{logged.model_id}", plan.model_name, plan.metric_name, plan.baseline)
@@ -67,9 +69,8 @@ class _Plan:
     run_id: str | None
 
 
-def _prepare(job: Submission, token, client, tracking_uri: str, say) -> _Plan:
-    """Everything that can fail before anything is written: the model, the bar, MLflow, the metric."""
-    loaded = load.load_model(job.model_path)
+def _prepare(job: Submission, loaded: load.LoadedModel, token, client, tracking_uri: str, say) -> _Plan:
+    """Everything else that can fail before anything is written: the bar, MLflow, the metric."""
     metric_name, baseline = bar.resolve_bar(token, job.metric, job.baseline)
     estimator = _estimator(loaded) if job.eval_data else None
     upload.check_reachable(client, tracking_uri)
