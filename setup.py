@@ -30,6 +30,7 @@ setup(
         # (one source of truth); pydantic itself comes with mlflow.
         "flask-openapi3>=4.0,<5",
         "urllib3>=2",  # the API client's retries of 503 with Retry-After
+        "flask-limiter>=3.5,<5",  # the MLflow gateway's per-key rate limit (Redis storage when configured)
     ],
     extras_require={
         "test": [

@@ -25,7 +25,8 @@ _FILE_KEYS = {
     "database_url", "db_type", "db_host", "db_port", "db_name", "db_user", "db_password", "home",
     "tracking_uri", "webhook_secret", "event_webhook_url", "event_webhook_secret", "redis_url",
     "redis_stream", "log_level", "event_console", "relay_horizon", "relay_retry_base",
-    "relay_retry_cap", "relay_lease", "api_url", "api_key",
+    "relay_retry_cap", "relay_lease", "api_url", "api_key", "mlflow_internal_uri", "gateway_connect_timeout",
+    "gateway_read_timeout", "gateway_rate_limit",
 }
 
 
@@ -47,6 +48,10 @@ class Settings:
     relay_lease: float = 60.0  # a claimed delivery is another worker's again after this
     api_url: str | None = None  # the Hokusai HTTP API: with api_key, the CLI needs no database
     api_key: str | None = field(default=None, repr=False)
+    mlflow_internal_uri: str | None = None  # the MLflow server behind the gateway (default: tracking_uri)
+    gateway_connect_timeout: float = 5.0
+    gateway_read_timeout: float = 300.0  # an artifact download is one long read
+    gateway_rate_limit: str = "1200/minute"  # per API key, Flask-Limiter's notation
 
     @property
     def event_webhook_secrets(self) -> tuple[str, ...]:
@@ -183,7 +188,10 @@ def load_settings(config_file: str | None = None, environ=None, **overrides) -> 
         event_console=(values.get("event_console") or "").lower() in ("1", "true", "yes", "on"),
         api_url=values.get("api_url"),
         api_key=values.get("api_key"),
-        **_floats(values, "relay_horizon", "relay_retry_base", "relay_retry_cap", "relay_lease"),
+        mlflow_internal_uri=values.get("mlflow_internal_uri"),
+        gateway_rate_limit=values.get("gateway_rate_limit") or "1200/minute",
+        **_floats(values, "relay_horizon", "relay_retry_base", "relay_retry_cap", "relay_lease", "gateway_connect_timeout",
+                  "gateway_read_timeout"),
     )
     settings = settings.with_overrides(**overrides)
     try:

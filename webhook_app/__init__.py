@@ -39,12 +39,17 @@ def create_app(test_config: dict | None = None) -> Flask:
         HOKUSAI_SETTINGS=settings,  # sinks and retry policy of the in-process relay
         HOKUSAI_RELAY=True,
         HOKUSAI_RELAY_POLL=1.0,  # seconds; the relay is also woken the moment a registration commits
+        HOKUSAI_MLFLOW_INTERNAL_URI=settings.mlflow_internal_uri,  # default: MLFLOW_TRACKING_URI, below
+        HOKUSAI_GATEWAY_CONNECT_TIMEOUT=settings.gateway_connect_timeout,
+        HOKUSAI_GATEWAY_READ_TIMEOUT=settings.gateway_read_timeout,
+        HOKUSAI_GATEWAY_RATE_LIMIT=settings.gateway_rate_limit,
     )
     if test_config:
         app.config.update(test_config)
     problem = receiver_problem(app.config["HOKUSAI_WEBHOOK_SECRETS"], app.config["MLFLOW_TRACKING_URI"])
     if problem:
         raise WebhookConfigurationError(problem)
+    app.config["HOKUSAI_MLFLOW_INTERNAL_URI"] = app.config["HOKUSAI_MLFLOW_INTERNAL_URI"] or app.config["MLFLOW_TRACKING_URI"]
     # The receiver answers MLflow within its short retry window: fail fast on an unreachable
     # MLflow (503, MLflow retries, the reconcile sweep catches the rest) instead of MLflow's
     # default minutes of client-side retries. Operators may still set these themselves.
@@ -52,10 +57,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     _configure_logging(app.config["HOKUSAI_SETTINGS"].log_level)
     _wire(app)
 
-    from webhook_app import api, views
+    from webhook_app import api, gateway, views
 
     app.register_blueprint(views.bp)
     api.init_app(app)
+    gateway.init_app(app)
     app.register_error_handler(413, lambda e: ({"error": "body too large", "limit": app.config["MAX_CONTENT_LENGTH"]}, 413))
     app.register_error_handler(500, lambda e: ({"error": "internal error"}, 500))  # JSON, no page
     return app

@@ -1,0 +1,220 @@
+"""The MLflow gateway on the live stack (real MLflow server, PostgreSQL): plain MLflow clients
+with only MLFLOW_TRACKING_URI (the gateway) and MLFLOW_TRACKING_TOKEN (a Hokusai key)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.stack.local import receiver_command
+from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
+from tests.api_helpers import assert_problem
+from tests.live_stack import ReceiverThread
+from tests.mlflow_helpers import log_model
+from webhook_app.gateway import scope_of
+
+
+@pytest.fixture
+def gateway(pg_stack, monkeypatch):
+    """Plain MLflow in this process pointed at the gateway, with a register key."""
+    url = pg_stack.receiver.url + "/mlflow"
+    key = pg_stack.api_key("register", name="alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
+    mlflow.set_tracking_uri(url)
+    yield url
+    mlflow.end_run()
+
+
+def test_a_training_client_logs_and_registers_through_the_gateway(pg_stack, gateway, monkeypatch, token_id, unique_name):
+    pg_stack.create_token(token_id, "auroc", 0.82)
+    monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
+    with mlflow.start_run() as run:
+        mlflow.log_metric("auroc", 0.9)
+        info = log_model(registered_model_name=unique_name)
+    version = str(info.registered_model_version)
+    # decided as through MLflow directly: the internal MLflow's webhook reaches the receiver
+    assert pg_stack.wait_decided(unique_name, version).outcome == "registered"
+    assert pg_stack.token(token_id)["mlflow_run_id"] == run.info.run_id
+    direct = pg_stack.client.get_run(run.info.run_id)
+    assert direct.data.tags["mlflow.user"] == "alice" and direct.info.user_id == "alice"  # who trained this
+    assert MlflowClient().search_model_versions(f"name = '{unique_name}'")[0].tags["hokusai_status"] == "registered"
+    loaded = mlflow.sklearn.load_model(f"models:/{unique_name}/{version}")  # artifacts through the gateway
+    assert loaded.predict([[0.0, 0.0, 0.0]]).shape == (1,)
+
+
+def test_without_a_key_nothing_is_created(pg_stack, gateway, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+    name = f"no-key-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(MlflowException, match="401|API key is required"):
+        MlflowClient().create_experiment(name)
+    assert pg_stack.client.get_experiment_by_name(name) is None
+    answer = requests.post(gateway + "/api/2.0/mlflow/experiments/create", json={"name": name}, timeout=30)
+    assert_problem(answer, 401, "An API key is required")
+    assert pg_stack.client.get_experiment_by_name(name) is None
+
+
+def test_a_read_key_searches_but_cannot_write_and_a_revoked_key_is_refused(pg_stack, gateway):
+    read_key = pg_stack.api_key("read")
+    auth = {"Authorization": f"Bearer {read_key}"}
+    experiment = pg_stack.client.create_experiment(f"gw-{uuid.uuid4().hex[:8]}")
+    search = requests.post(gateway + "/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment]}, headers=auth, timeout=30)
+    assert search.status_code == 200
+    assert requests.get(gateway + "/api/2.0/mlflow/experiments/get", params={"experiment_id": experiment}, headers=auth, timeout=30).ok
+    created = requests.post(gateway + "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment}, headers=auth, timeout=30)
+    assert_problem(created, 403, "lacks the 'register' scope")
+    assert pg_stack.client.search_runs([experiment]) == []
+    with pg_stack.sessions.begin() as s:
+        keys.revoke(s, read_key[3:11])
+    assert_problem(requests.post(gateway + "/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment]}, headers=auth, timeout=30), 401, "revoked")
+
+
+def test_webhooks_and_deleting_models_need_admin(pg_stack, gateway):
+    auth = {"Authorization": f"Bearer {pg_stack.api_key('register')}"}
+    assert_problem(requests.get(gateway + "/api/2.0/mlflow/webhooks", headers=auth, timeout=30), 403, "'admin'")
+    assert_problem(requests.delete(gateway + "/api/2.0/mlflow/registered-models/delete", json={"name": "x"}, headers=auth, timeout=30), 403, "'admin'")
+    admin = {"Authorization": f"Bearer {pg_stack.api_key('admin')}"}
+    assert requests.get(gateway + "/api/2.0/mlflow/webhooks", headers=admin, timeout=30).status_code == 200
+
+
+def test_scope_of_mlflow_requests():
+    assert scope_of("GET", "health") is None
+    assert scope_of("GET", "api/2.0/mlflow/experiments/get") == "read"
+    assert scope_of("POST", "api/2.0/mlflow/runs/search") == "read"
+    assert scope_of("POST", "ajax-api/2.0/mlflow/logged-models/search") == "read"
+    assert scope_of("POST", "api/2.0/mlflow/runs/create") == "register"
+    assert scope_of("PUT", "api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/model.pkl") == "register"
+    assert scope_of("GET", "api/2.0/mlflow/webhooks/list") == "admin"
+    assert scope_of("DELETE", "api/2.0/mlflow/registered-models/delete") == "admin"
+
+
+# -- what MLflow receives --------------------------------------------------------------------------
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Stands where MLflow does for the gateway: records each request's headers, forwards it."""
+
+    seen: list[dict] = []
+    target = ""
+
+    def _forward(self):
+        Recorder.seen.append({k.lower(): v for k, v in self.headers.items()})
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        answer = requests.request(self.command, self.target + self.path, data=body,
+                                  headers={k: v for k, v in self.headers.items() if k.lower() != "host"}, timeout=30)
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = _forward
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_key_and_cookies_never_reach_mlflow(pg_stack):
+    Recorder.seen, Recorder.target = [], pg_stack.mlflow.url
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    replica = ReceiverThread({**pg_stack.receiver_config, "HOKUSAI_MLFLOW_INTERNAL_URI": f"http://127.0.0.1:{server.server_port}"}).start()
+    key = pg_stack.api_key("register")
+    try:
+        answer = requests.post(replica.url + "/mlflow/api/2.0/mlflow/experiments/search", json={"max_results": 1},
+                               headers={"Authorization": f"Bearer {key}", "Cookie": "session=abc", "Connection": "keep-alive, X-Hop",
+                                        "X-Hop": "1", "X-Request-Id": "r-1"}, timeout=30)
+    finally:
+        replica.release()
+        server.shutdown()
+        server.server_close()
+    assert answer.status_code == 200 and "experiments" in answer.json()
+    [headers] = Recorder.seen
+    assert "authorization" not in headers and "cookie" not in headers and "x-hop" not in headers
+    assert key not in str(headers)
+    assert headers["x-request-id"] == "r-1" and headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http" and headers["x-forwarded-host"].startswith("127.0.0.1:")
+
+
+def test_mlflow_down_is_a_502_problem_and_the_limit_a_429(pg_stack):
+    key = pg_stack.api_key("read")
+    auth = {"Authorization": f"Bearer {key}"}
+    down = ReceiverThread({**pg_stack.receiver_config, "HOKUSAI_MLFLOW_INTERNAL_URI": "http://127.0.0.1:9"}).start()
+    limited = ReceiverThread({**pg_stack.receiver_config, "HOKUSAI_GATEWAY_RATE_LIMIT": "3/minute"}).start()
+    try:
+        body = assert_problem(requests.get(down.url + "/mlflow/api/2.0/mlflow/experiments/search", headers=auth, timeout=30), 502, "unreachable")
+        assert "Traceback" not in str(body)
+        answers = [requests.get(limited.url + "/mlflow/api/2.0/mlflow/experiments/search", params={"max_results": 1}, headers=auth, timeout=30)
+                   for _ in range(4)]
+    finally:
+        down.release()
+        limited.release()
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert_problem(answers[3], 429, "Rate limit")
+    assert 0 < int(answers[3].headers["Retry-After"]) <= 60
+
+
+# -- big artifacts, in constant memory ---------------------------------------------------------------
+
+
+def _peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def _worker_pid(master: int) -> int:
+    for _ in range(100):
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.1)
+    raise AssertionError("gunicorn started no worker")
+
+
+@pytest.mark.slow
+def test_a_200_mb_artifact_round_trips_in_constant_memory(pg_stack, tmp_path, monkeypatch):
+    port = free_port()
+    env = {**os.environ, **{"HOKUSAI_WEBHOOK_SECRET": "gw", "HOKUSAI_DATABASE_URL": pg_stack.db_url,
+                            "MLFLOW_TRACKING_URI": pg_stack.mlflow.url, "HOKUSAI_LOG_LEVEL": "WARNING"}}
+    server = ManagedProcess("gateway", receiver_command("127.0.0.1", port, 1), env, tmp_path / "gateway.log").start()
+    try:
+        server.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+        worker = _worker_pid(server.pid)
+        url = f"http://127.0.0.1:{port}/mlflow"
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", pg_stack.api_key("register"))
+        client = MlflowClient(tracking_uri=url)
+        experiment = client.create_experiment(f"big-{uuid.uuid4().hex[:8]}")
+        run = client.create_run(experiment)
+        before = _peak_rss_kb(worker)
+        source = tmp_path / "weights.bin"
+        digest = hashlib.sha256()
+        with source.open("wb") as f:
+            for _ in range(200):
+                chunk = os.urandom(1024 * 1024)
+                digest.update(chunk)
+                f.write(chunk)
+        client.log_artifact(run.info.run_id, str(source))
+        back = Path(client.download_artifacts(run.info.run_id, "weights.bin", str(tmp_path / "back")))
+        growth_mb = (_peak_rss_kb(worker) - before) / 1024
+    finally:
+        server.stop()
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == digest.hexdigest()
+    assert back.stat().st_size == 200 * 1024 * 1024
+    assert growth_mb < 64, f"the gateway's peak RSS grew by {growth_mb:.0f} MB"
+    print(f"gateway worker peak RSS grew by {growth_mb:.1f} MB for 200 MB up and down", file=sys.stderr)
