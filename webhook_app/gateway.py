@@ -14,6 +14,7 @@ import logging
 import time
 
 import requests
+import requests.adapters
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
 from hokusai_mlflow_plugin.auth import keys
@@ -64,7 +65,7 @@ def forward(path: str):
     body = _body(path)
     internal = current_app.config["HOKUSAI_MLFLOW_INTERNAL_URI"].rstrip("/")
     try:
-        upstream = requests.request(
+        upstream = current_app.extensions["hokusai_gateway"].request(
             request.method, f"{internal}/{path}", params=request.query_string or None, data=body,
             headers=_headers_out(), stream=True, allow_redirects=False,
             timeout=(current_app.config["HOKUSAI_GATEWAY_CONNECT_TIMEOUT"], current_app.config["HOKUSAI_GATEWAY_READ_TIMEOUT"]),
@@ -172,6 +173,13 @@ def init_app(app) -> None:
     from flask_limiter.errors import RateLimitExceeded
 
     settings = app.config["HOKUSAI_SETTINGS"]
+    # One pool of kept-alive connections to MLflow per process: no TCP handshake per request. The
+    # environment's proxy settings are not read per request (MLflow is an internal hop).
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64))
+    session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64))
+    app.extensions["hokusai_gateway"] = session
     limiter = Limiter(rate_limit_key, app=app, storage_uri=settings.redis_url or "memory://", headers_enabled=True,
                       default_limits=[], strategy="moving-window")
     limiter.limit(lambda: current_app.config["HOKUSAI_GATEWAY_RATE_LIMIT"])(bp)

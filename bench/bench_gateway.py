@@ -1,0 +1,105 @@
+"""The MLflow gateway against MLflow direct, side by side in one run (issue 11).
+
+* The run loop: ``start_run`` + 10 x ``log_metric`` + ``end_run`` with ``MlflowClient``, through the
+  gateway (``/mlflow`` of the receiver under gunicorn, 1 sync worker, the key checked on every
+  request on PostgreSQL) against the same loop direct to ``mlflow server --workers 1``. Loops
+  alternate between the two. Goal: gateway / direct <= 1.15 (ratio of medians).
+* Artifacts: upload and download of one file (``log_artifact``, ``download_artifacts``) through the
+  gateway against direct, in MB/s. Goal: gateway / direct >= 0.8.
+
+    .venv/bin/python bench/bench_gateway.py --loops 60 --mb 200 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
+
+
+def run_loop(client, experiment: str) -> float:
+    started = time.perf_counter()
+    run = client.create_run(experiment)
+    for step in range(10):
+        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
+    client.set_terminated(run.info.run_id)
+    return (time.perf_counter() - started) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--loops", type=int, default=60)
+    parser.add_argument("--mb", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    from mlflow import MlflowClient
+
+    from hokusai_mlflow_plugin.auth import keys
+    from hokusai_mlflow_plugin.stack.local import receiver_command
+    from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
+
+    print(benchlib.machine_facts())
+    scratch = Path(tempfile.mkdtemp(prefix="hokusai-bench-gateway-"))
+    with benchlib.Backend("postgresql") as b:
+        with b.sessions.begin() as s:
+            key = keys.create(s, "bench", ("register",)).key
+        port = free_port()
+        env = {**os.environ, "HOKUSAI_DATABASE_URL": b.db_url, "HOKUSAI_WEBHOOK_SECRET": "bench",
+               "MLFLOW_TRACKING_URI": b.mlflow.url, "HOKUSAI_GATEWAY_RATE_LIMIT": "100000/minute", "HOKUSAI_LOG_LEVEL": "WARNING"}
+        gateway = ManagedProcess("gateway", receiver_command("127.0.0.1", port, 1), env, b.workdir / "gateway.log").start()
+        try:
+            gateway.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+            os.environ["MLFLOW_TRACKING_TOKEN"] = key  # sent to both: MLflow direct ignores it
+            through = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}/mlflow")
+            direct = MlflowClient(tracking_uri=b.mlflow.url)
+            experiment = direct.create_experiment("bench-gateway")
+            times = {"gateway": [], "direct": []}
+            for i in range(args.loops + 5):
+                order = [("gateway", through), ("direct", direct)]
+                for name, client in (order if i % 2 == 0 else order[::-1]):
+                    elapsed = run_loop(client, experiment)
+                    if i >= 5:
+                        times[name].append(elapsed)
+
+            source = scratch / "weights.bin"
+            with source.open("wb") as f:
+                for _ in range(args.mb):
+                    f.write(os.urandom(1024 * 1024))
+            rates = {("gateway", "up"): [], ("direct", "up"): [], ("gateway", "down"): [], ("direct", "down"): []}
+            for r in range(args.rounds):
+                order = [("gateway", through), ("direct", direct)]
+                for name, client in (order if r % 2 == 0 else order[::-1]):
+                    run = client.create_run(experiment)
+                    started = time.perf_counter()
+                    client.log_artifact(run.info.run_id, str(source))
+                    rates[(name, "up")].append(args.mb / (time.perf_counter() - started))
+                    target = scratch / f"back-{name}-{r}"
+                    started = time.perf_counter()
+                    client.download_artifacts(run.info.run_id, "weights.bin", str(target))
+                    rates[(name, "down")].append(args.mb / (time.perf_counter() - started))
+                    shutil.rmtree(target)
+        finally:
+            gateway.stop()
+            shutil.rmtree(scratch, ignore_errors=True)
+    g, d = benchlib.summary(times["gateway"]), benchlib.summary(times["direct"])
+    print(f"\n[run loop] create_run + 10 x log_metric + set_terminated, {args.loops} loops each, interleaved (ms)")
+    print(benchlib.table([("through the gateway", g), ("direct to MLflow", d)]))
+    print(f"ratio gateway / direct, medians: {g['median'] / d['median']:.3f}")
+    print(f"\n[artifacts] one {args.mb} MB file, {args.rounds} rounds each (MB/s, median)")
+    for way in ("up", "down"):
+        gw, dr = statistics.median(rates[("gateway", way)]), statistics.median(rates[("direct", way)])
+        print(f"  {way:<5} gateway {gw:7.1f}   direct {dr:7.1f}   ratio {gw / dr:.3f}")
+    print(benchlib.finished())
+
+
+if __name__ == "__main__":
+    main()
