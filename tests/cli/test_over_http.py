@@ -1,6 +1,7 @@
 """The CLI over HTTP: with HOKUSAI_API_URL and HOKUSAI_API_KEY, ``token``, ``model`` and ``events``
 commands talk to the API of the live stack and need no database URL (the default one here is an
-empty directory: a command that touched it would fail)."""
+empty directory: a command that touched it would fail); models go to MLflow through the gateway,
+with the key as MLFLOW_TRACKING_TOKEN, as a data scientist's laptop does."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from tests.model_cli import joblib_file
 def http_cli(pg_stack, tmp_path, monkeypatch):
     monkeypatch.delenv("HOKUSAI_DATABASE_URL", raising=False)
     monkeypatch.setenv("HOKUSAI_HOME", str(tmp_path / "empty-home"))
+    key = pg_stack.api_key("register")
     monkeypatch.setenv("HOKUSAI_API_URL", pg_stack.receiver.url)
-    monkeypatch.setenv("HOKUSAI_API_KEY", pg_stack.api_key("register"))
+    monkeypatch.setenv("HOKUSAI_API_KEY", key)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pg_stack.receiver.url + "/mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
     runner = CliRunner()
 
     def run(*args, code=0):
