@@ -20,15 +20,14 @@ from flask import Blueprint, Response, current_app, g, request, stream_with_cont
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.auth.keys import ADMIN, READ, REGISTER
 from hokusai_mlflow_plugin.core.errors import HokusaiError
-from hokusai_mlflow_plugin.db.errors import guarded
-from hokusai_mlflow_plugin.db.session import read_engine
-from webhook_app.api.auth import bearer_key
+from webhook_app.api.auth import caller_of
 from webhook_app.api.problems import of_error, problem
 
 bp = Blueprint("gateway", __name__, url_prefix="/mlflow")
 _logger = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024  # large reads and writes: the artifact throughput follows the chunk size
+SMALL = 256 * 1024  # answers up to this size are passed on whole
 PUBLIC = {"health", "version"}  # what a load balancer or `mlflow` asks before it has a key
 # RFC 9110 section 7.6.1: meant for one connection, never forwarded; plus what the gateway sets itself.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -75,24 +74,22 @@ def forward(path: str):
     except requests.RequestException as e:
         _logger.warning("gateway: MLflow at %s is unreachable: %s", internal, type(e).__name__)
         return problem(502, "MLflow is unreachable behind the gateway: try again shortly.", headers={"Retry-After": "5"})
-    return Response(
-        stream_with_context(_chunks(upstream)), status=upstream.status_code, headers=_headers_back(upstream, internal),
-        direct_passthrough=True,
-    )
+    headers = _headers_back(upstream, internal)
+    length = upstream.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) <= SMALL:
+        # An API answer: whole, in one write (the HTTP server sends a streamed body's first chunk
+        # apart from the headers, and small writes on loopback then wait on delayed ACKs).
+        body = upstream.raw.read(decode_content=False)
+        upstream.close()
+        return Response(body, status=upstream.status_code, headers=headers)
+    return Response(stream_with_context(_chunks(upstream)), status=upstream.status_code, headers=headers, direct_passthrough=True)
 
 
 def _authorize(method: str, path: str) -> None:
     scope = scope_of(method, path)
     if scope is None:
         return
-    key = bearer_key(request.headers.get("Authorization"))
-    engine = read_engine(current_app.extensions["hokusai"].engine)
-
-    def check():
-        with engine.begin() as conn:
-            return keys.authenticate(conn, key)
-
-    g.caller = guarded(check)
+    g.caller = caller_of(request.headers.get("Authorization"))
     keys.require(g.caller, scope)
 
 

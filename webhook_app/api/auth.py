@@ -7,7 +7,6 @@ from flask import current_app, g, request
 
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.db.errors import guarded
-from hokusai_mlflow_plugin.db.session import read_engine
 
 #: endpoint (the view function's name) -> the scope it needs; endpoints not listed are public
 SCOPE_OF: dict[str, str] = {}
@@ -37,13 +36,17 @@ def authenticate() -> None:
     scope = SCOPE_OF.get((request.endpoint or "").rpartition(".")[2])
     if scope is None:
         return
-    key = bearer_key(request.headers.get("Authorization"))
-    engine = read_engine(current_app.extensions["hokusai"].engine)
+    g.caller = caller_of(request.headers.get("Authorization"))
+    keys.require(g.caller, scope)
+
+
+def caller_of(header: str | None) -> keys.Caller:
+    """Who the ``Authorization`` header's key names (``NotAuthenticated`` otherwise); one SELECT."""
+    key = bearer_key(header)
+    engine = current_app.extensions["hokusai"].reads  # built once: an engine view per request costs
 
     def check():
         with engine.begin() as conn:
             return keys.authenticate(conn, key)
 
-    caller = guarded(check)
-    keys.require(caller, scope)
-    g.caller = caller
+    return guarded(check)
