@@ -85,3 +85,34 @@ def test_events_list_over_http(http_cli, pg_stack):
     event_id = add_events(pg_stack.db_url)[0]
     listed = http_cli("events", "list", "--json")
     assert event_id in [row["event_id"] for row in json.loads(listed.output)]
+
+
+def test_events_redeliver_over_http_is_delivered_by_the_servers_relay(pg_stack, tmp_path, monkeypatch):
+    """A replica whose relay prints events (the console sink): the CLI asks the API to redeliver
+    a dead event, and waits until the server's relay has delivered it."""
+    import sqlalchemy as sa
+
+    from hokusai_mlflow_plugin.config import load_settings
+    from hokusai_mlflow_plugin.db.models import DEAD, Delivery
+    from tests.events.helpers import add_events
+    from tests.live_stack import ReceiverThread
+
+    event_id = add_events(pg_stack.db_url)[0]
+    with pg_stack.sessions.begin() as s:
+        s.add(Delivery(event_id=event_id, outbox_id=0, sink="console", status=DEAD, attempts=9, last_error="HTTP 500"))
+    settings = load_settings(environ={}).with_overrides(event_console=True)
+    replica = ReceiverThread({**pg_stack.receiver_config, "HOKUSAI_SETTINGS": settings}).start()
+    monkeypatch.delenv("HOKUSAI_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HOKUSAI_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("HOKUSAI_API_URL", replica.url)
+    monkeypatch.setenv("HOKUSAI_API_KEY", pg_stack.api_key("admin"))
+    try:
+        result = CliRunner().invoke(main, ["events", "redeliver", event_id])
+    finally:
+        replica.release()
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == "console: delivered"
+    with pg_stack.sessions() as s:
+        assert s.scalars(sa.select(Delivery.status).where(Delivery.event_id == event_id)).all() == ["delivered"]
+    # the in-process replica's console sink printed the envelope again, with the same event id
+    assert f'"event_id":"{event_id}"' in result.output
