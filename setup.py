@@ -31,12 +31,15 @@ setup(
         "flask-openapi3>=4.0,<5",
         "urllib3>=2",  # the API client's retries of 503 with Retry-After
         "flask-limiter>=3.5,<5",  # the MLflow gateway's per-key rate limit (Redis storage when configured)
+        "prometheus-client>=0.20",  # /metrics, multiprocess mode under gunicorn
+        "flask-wtf>=1.2",  # the console's CSRF tokens on every form that changes state
     ],
     extras_require={
         "test": [
             "pytest>=8",
             "hypothesis>=6",
             "openapi-spec-validator>=0.7",  # the API's OpenAPI document, checked by a kept validator
+            "playwright>=1.40",  # the console's browser tests, driving Debian's chromium (.ci/run installs it)
         ],
     },
     entry_points={

@@ -3,7 +3,7 @@ Functions take a session and never commit."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -174,6 +174,21 @@ def reset_all_for_redelivery(session: Session, status: str = DEAD, since=None) -
         query.values(status=PENDING, next_attempt_at=now, horizon_start=now, locked_until=None, lease_owner=None)
         .execution_options(synchronize_session=False)
     ).rowcount
+
+
+def outbox_health(session: Session) -> dict:
+    """What an operator watches: deliveries pending, failed (retrying) and dead, and how long the
+    oldest undelivered one has waited. One aggregate query."""
+    counts = dict(session.execute(
+        sa.select(Delivery.status, sa.func.count()).where(Delivery.status.in_((PENDING, FAILED, DEAD))).group_by(Delivery.status)
+    ).all())
+    oldest = session.scalar(sa.select(sa.func.min(Delivery.created_at)).where(Delivery.status.in_((PENDING, FAILED))))
+    age = None
+    if oldest is not None:
+        oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=timezone.utc)
+        age = max(0.0, (utcnow() - oldest).total_seconds())
+    return {"pending": counts.get(PENDING, 0), "failed": counts.get(FAILED, 0), "dead": counts.get(DEAD, 0),
+            "oldest_pending_seconds": age}
 
 
 def _event(event: OutboxEvent) -> dict:

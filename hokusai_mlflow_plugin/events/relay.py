@@ -30,6 +30,7 @@ from typing import Iterable
 from sqlalchemy.orm import Session, sessionmaker
 
 from hokusai_mlflow_plugin.db.models import utcnow
+from hokusai_mlflow_plugin.events import heartbeat
 from hokusai_mlflow_plugin.events.deliveries import FANOUT_BATCH, DeliveryStore, RetryPolicy
 from hokusai_mlflow_plugin.events.sinks import Result, Sink
 
@@ -179,8 +180,15 @@ class Relay:
     def _loop(self, name: str) -> None:
         wake = self._wake[name]
         next_pass = 0.0  # monotonic time of the next full fan-out
+        next_beat = 0.0
         while not self._stop.is_set():
             wake.clear()
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + heartbeat.EVERY.total_seconds()
+                try:
+                    heartbeat.beat(self.deliveries.sessions, self.worker_id)
+                except Exception:
+                    _logger.warning("relay: could not record its heartbeat", exc_info=True)
             event_ids, sweep = self._take_kicked(name)
             try:
                 if sweep or len(event_ids) > FANOUT_BATCH or time.monotonic() >= next_pass:

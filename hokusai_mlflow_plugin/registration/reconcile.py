@@ -9,6 +9,7 @@ last sweep, not with the size of the registry.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from hokusai_mlflow_plugin.core import tags
 from hokusai_mlflow_plugin.core.errors import MlflowUnavailable, Unavailable
 from hokusai_mlflow_plugin.db.errors import guarded
-from hokusai_mlflow_plugin.db.models import DRAFT, Registration, SweepState, Token
+from hokusai_mlflow_plugin.db.models import DRAFT, Registration, SweepState, Token, iso, utcnow
 from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call, pages
 from hokusai_mlflow_plugin.registration.decision import token_id_of
@@ -26,6 +27,7 @@ from hokusai_mlflow_plugin.registration.service import Outcome, RegistrationServ
 _logger = logging.getLogger(__name__)
 
 WATERMARK = "reconcile.newest_creation_ms"
+LAST_SWEEP = "reconcile.last_sweep"  # JSON: when the last sweep ended, and how many it decided
 OVERLAP_MS = 5 * 60 * 1000  # versions created while the last sweep ran, clocks a little apart
 PAGE = 200
 
@@ -71,6 +73,7 @@ def reconcile_once(service: RegistrationService) -> list[Outcome]:
     client, sessions = service.client, service.sessions
     drafts, since = guarded(_drafts_and_watermark, sessions)
     if not drafts:
+        guarded(_save_last_sweep, sessions, 0)
         return []
 
     try:
@@ -107,7 +110,24 @@ def reconcile_once(service: RegistrationService) -> list[Outcome]:
         outcomes.append(outcome)
 
     guarded(_save_watermark, sessions, newest)
+    guarded(_save_last_sweep, sessions, len(outcomes))
     return outcomes
+
+
+def _save_last_sweep(sessions, decided: int) -> None:
+    value = json.dumps({"at": iso(utcnow()), "decided": decided})
+    with sessions.begin() as session:
+        state = session.get(SweepState, LAST_SWEEP)
+        if state is None:
+            session.add(SweepState(key=LAST_SWEEP, value=value))
+        else:
+            state.value = value
+
+
+def last_sweep(session) -> dict | None:
+    """When the last reconcile sweep ended and how many versions it decided, or None."""
+    state = session.get(SweepState, LAST_SWEEP)
+    return json.loads(state.value) if state else None
 
 
 def run_forever(service: RegistrationService, interval: float, stop: threading.Event | None = None) -> None:
