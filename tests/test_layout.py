@@ -18,7 +18,7 @@ PACKAGE = "hokusai_mlflow_plugin"
 
 # Lowest first. A module may import its own layer and the layers below it, never above.
 LAYERS = [
-    "core", "config", "client", "plugins", "db", "auth", "mlflow_io", "registration", "events", "submit", "stack", "cli", "webhook_app",
+    "core", "config", "monitoring", "client", "plugins", "db", "auth", "mlflow_io", "registration", "events", "operations", "submit", "stack", "cli", "webhook_app",
 ]
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST
 from mlflow.webhooks.types import ModelVersionCreatedPayload
 
 from hokusai_mlflow_plugin.core import tags
 from hokusai_mlflow_plugin.core.errors import INVALID, UNAVAILABLE, HokusaiError
 from hokusai_mlflow_plugin.db import migrate
+from hokusai_mlflow_plugin.events.gauges import OutboxCollector
+from hokusai_mlflow_plugin.monitoring import WEBHOOK_DELIVERIES, exposition
 from hokusai_mlflow_plugin.registration.service import IGNORED, Outcome, RegistrationService
 from webhook_app.signature import WebhookVerificationError, parse_event, verify
 
@@ -34,6 +37,14 @@ def _ignored(reason: str):
 
 @bp.post("/webhooks/mlflow")
 def mlflow_webhook():
+    answer = _answer_delivery()
+    body, code = answer[0], answer[1]
+    outcome = body.get("status") or {400: "malformed", 401: "invalid_signature", 503: "unavailable"}.get(code, "error")
+    WEBHOOK_DELIVERIES.labels(outcome, str(code)).inc()
+    return answer
+
+
+def _answer_delivery():
     body = request.get_data(cache=False)  # raw bytes first: they are what was signed
     try:
         delivery = verify(
@@ -88,6 +99,12 @@ def _decide(data: dict, delivery_id: str, redecide: bool):
 @bp.get("/health")
 def health():
     return {"status": "ok"}
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus' text format: the counters of every worker, and the outbox's gauges."""
+    return Response(exposition([OutboxCollector(_service().sessions)]), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/ready")

@@ -73,6 +73,17 @@ def events_redeliver(obj, event_id):
         sys.exit(1)
 
 
+def _serve_metrics(port: int, relay) -> None:
+    """/metrics of this worker: its attempts and latencies, and the outbox's gauges."""
+    from prometheus_client import REGISTRY, start_http_server
+
+    from hokusai_mlflow_plugin.events.gauges import OutboxCollector
+
+    REGISTRY.register(OutboxCollector(relay.deliveries.sessions))
+    start_http_server(port)
+    click.echo(f"Metrics at http://0.0.0.0:{port}/metrics", err=True)
+
+
 def _api_rows(api, status, limit) -> list[dict]:
     """The API's events as the rows ``events list`` prints: one per (event, sink); an event no
     sink has seen yet is one row of status ``stored``. With a status, only those deliveries."""
@@ -102,9 +113,10 @@ def _redeliver_over_api(api, event_id: str, wait: float = 30.0) -> list[dict]:
 @events.command("relay")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.option("--console", is_flag=True, envvar="HOKUSAI_EVENT_CONSOLE", help="Also print each event (development).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="HOKUSAI_RELAY_METRICS_PORT", help="Serve Prometheus metrics on this port (all interfaces).")
 @pass_ctx
 @domain_errors
-def events_relay(obj, once, console):
+def events_relay(obj, once, console, metrics_port):
     """Deliver outbox events to the configured sinks (a worker; several may run together)."""
     from hokusai_mlflow_plugin.events import listen
 
@@ -118,6 +130,8 @@ def events_relay(obj, once, console):
         click.echo(f"Delivered or tried {relay.run_once()} deliveries.")
         return
     stop = stop_on_signals()
+    if metrics_port:
+        _serve_metrics(metrics_port, relay)
     relay.start()
     listener_stop = None
     if listen.is_postgresql(obj.settings.database_url):

@@ -23,10 +23,11 @@ def webhook_serve(obj, host, port, workers):
     the settings of --config, the environment and the options above reach its workers."""
     import os
     import sys
+    from pathlib import Path
 
     from hokusai_mlflow_plugin.config import receiver_problem
     from hokusai_mlflow_plugin.events import sinks
-    from hokusai_mlflow_plugin.stack.local import receiver_command
+    from hokusai_mlflow_plugin.stack.local import metrics_dir, receiver_command
 
     settings = obj.settings
     problem = receiver_problem(settings.webhook_secrets, settings.tracking_uri)
@@ -37,6 +38,8 @@ def webhook_serve(obj, host, port, workers):
     env = {**os.environ, "HOKUSAI_DATABASE_URL": settings.database_url, "MLFLOW_TRACKING_URI": settings.tracking_uri}
     if obj.config_file:
         env["HOKUSAI_CONFIG"] = str(obj.config_file)
+    # /metrics adds up every worker's counters (prometheus-client's multiprocess mode)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.home / "prometheus" / f"receiver-{port}")))
     click.echo(f"Receiving MLflow webhooks at http://{host}:{port}/webhooks/mlflow (gunicorn, {workers} workers)", err=True)
     os.execve(sys.executable, receiver_command(host, port, workers), env)
 

@@ -33,6 +33,7 @@ from hokusai_mlflow_plugin.db.models import utcnow
 from hokusai_mlflow_plugin.events import heartbeat
 from hokusai_mlflow_plugin.events.deliveries import FANOUT_BATCH, DeliveryStore, RetryPolicy
 from hokusai_mlflow_plugin.events.sinks import Result, Sink
+from hokusai_mlflow_plugin.monitoring import RELAY_ATTEMPTS, RELAY_SECONDS
 
 _logger = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class Relay:
                 except Exception as e:  # a sink bug must not kill the relay
                     result = Result(False, error=f"{type(e).__name__}: {e}")
                 latency_ms = (time.perf_counter() - started) * 1000
+                RELAY_SECONDS.labels(sink_name).observe(latency_ms / 1000)
+                RELAY_ATTEMPTS.labels(sink_name, "delivered" if result.ok else "gone" if result.gone else "failed").inc()
                 if result.ok:
                     done.append((delivery_id, result, latency_ms, attempted_at))
                     if len(done) >= RECORD_EVERY:

@@ -21,6 +21,7 @@ from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.db.models import DRAFT, Registration, SweepState, Token, iso, utcnow
 from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call, pages
+from hokusai_mlflow_plugin.monitoring import RECONCILE_DECIDED, RECONCILE_SWEEPS
 from hokusai_mlflow_plugin.registration.decision import token_id_of
 from hokusai_mlflow_plugin.registration.service import Outcome, RegistrationService
 
@@ -111,6 +112,9 @@ def reconcile_once(service: RegistrationService) -> list[Outcome]:
 
     guarded(_save_watermark, sessions, newest)
     guarded(_save_last_sweep, sessions, len(outcomes))
+    RECONCILE_SWEEPS.labels("ok").inc()
+    for outcome in outcomes:
+        RECONCILE_DECIDED.labels(outcome.status).inc()
     return outcomes
 
 
@@ -138,7 +142,9 @@ def run_forever(service: RegistrationService, interval: float, stop: threading.E
         try:
             reconcile_once(service)
         except Unavailable as e:
+            RECONCILE_SWEEPS.labels("unavailable").inc()
             _logger.warning("reconcile: %s; trying again in %ss", e, interval)
         except Exception:
+            RECONCILE_SWEEPS.labels("failed").inc()
             _logger.exception("reconcile: the sweep failed; trying again in %ss", interval)
         stop.wait(interval)

@@ -9,6 +9,7 @@ tagged on the model version after the commit.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -20,6 +21,7 @@ from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.db.models import OUTCOME_REGISTERED, OUTCOME_REJECTED, Registration
 from hokusai_mlflow_plugin.db.session import read_engine
 from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
+from hokusai_mlflow_plugin.monitoring import DECISION_SECONDS, REGISTRATIONS
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound
 from hokusai_mlflow_plugin.registration import records
 from hokusai_mlflow_plugin.registration.decision import decide, token_id_of
@@ -78,7 +80,13 @@ class RegistrationService:
     def register(self, model_name: str, version, *, delivery_id: str | None = None, redecide: bool = False) -> Outcome:
         """Decide ``model_name`` version ``version``. ``redecide`` re-runs an earlier rejection (a
         ``hokusai_token_id`` set later by hand); a registered version is never decided twice."""
-        version = str(version)
+        started = time.perf_counter()
+        outcome = self._register(model_name, str(version), delivery_id, redecide)
+        DECISION_SECONDS.observe(time.perf_counter() - started)
+        REGISTRATIONS.labels(outcome.status).inc()
+        return outcome
+
+    def _register(self, model_name: str, version: str, delivery_id: str | None, redecide: bool) -> Outcome:
         earlier = guarded(self.find, model_name, version)
         if earlier is not None and not (redecide and earlier.outcome == OUTCOME_REJECTED):
             return Outcome.of(earlier, DUPLICATE)

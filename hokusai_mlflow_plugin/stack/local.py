@@ -46,8 +46,16 @@ def stack_secrets(home: Path) -> dict:
 
 def receiver_command(host: str, port: int, workers: int) -> list[str]:
     """gunicorn serving ``webhook_app:create_app()``: the receiver and every HTTP surface."""
-    return [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"{host}:{port}",
-            "--access-logfile", "-", "webhook_app:create_app()"]
+    return [sys.executable, "-m", "gunicorn", "--config", "python:webhook_app.gunicorn_config", "--workers", str(workers),
+            "--bind", f"{host}:{port}", "--access-logfile", "-", "webhook_app:create_app()"]
+
+
+def metrics_dir(path: Path) -> Path:
+    """An empty directory for prometheus-client's multiprocess mode (it must start empty)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path
 
 
 def running_stack(home: Path) -> dict | None:
@@ -132,13 +140,14 @@ class LocalStack:
 
         self.log(f"[3/5] Starting the receiver at {self.receiver_url} (gunicorn, {self.receiver_workers} workers)")
         child_env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
             "HOKUSAI_HOME": str(self.home),
             "HOKUSAI_DATABASE_URL": self.database_url,
             "HOKUSAI_WEBHOOK_SECRET": keys["webhook_secret"],
             "MLFLOW_TRACKING_URI": self.mlflow_url,
         }
-        receiver = self._spawn("receiver", receiver_command(self.host, self.receiver_port, self.receiver_workers), child_env)
+        receiver_env = {**child_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.home / "prometheus" / "receiver"))}
+        receiver = self._spawn("receiver", receiver_command(self.host, self.receiver_port, self.receiver_workers), receiver_env)
         receiver.wait_http(self.receiver_url + "/health", timeout=60)
 
         self.log("[4/5] Installing the MLflow webhook")
