@@ -58,10 +58,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     _wire(app)
 
     from webhook_app import api, gateway, views
+    from webhook_app import console
 
     app.register_blueprint(views.bp)
     api.init_app(app)
     gateway.init_app(app)
+    console.init_app(app)
     app.register_error_handler(413, lambda e: ({"error": "body too large", "limit": app.config["MAX_CONTENT_LENGTH"]}, 413))
     app.register_error_handler(500, lambda e: ({"error": "internal error"}, 500))  # JSON, no page
     return app

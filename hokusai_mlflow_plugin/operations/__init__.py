@@ -1,0 +1,1 @@
+"""What operators look at: the aggregates and checks behind the console's pages."""

@@ -1,0 +1,86 @@
+"""The console's aggregates: tokens by status, decisions in a window, decisions per hour, and
+whether a signed-in key is still in force. Each is one bounded query; functions take a session
+(or a connection) and never commit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from hokusai_mlflow_plugin.auth.keys import Caller
+from hokusai_mlflow_plugin.db.models import (
+    OUTCOME_REGISTERED,
+    OUTCOME_REJECTED,
+    TOKEN_STATUSES,
+    ApiKey,
+    Registration,
+    Token,
+    utcnow,
+)
+
+OUTCOMES = (OUTCOME_REGISTERED, OUTCOME_REJECTED)
+
+
+def tokens_by_status(session: Session) -> dict[str, int]:
+    """How many tokens are in each status (every status, zero where none)."""
+    counts = dict(session.execute(sa.select(Token.status, sa.func.count()).group_by(Token.status)).all())
+    return {status: counts.get(status, 0) for status in TOKEN_STATUSES} | counts
+
+
+def decisions_since(session: Session, since: datetime) -> dict[str, int]:
+    """How many versions were registered and rejected since ``since``."""
+    counts = dict(session.execute(
+        sa.select(Registration.outcome, sa.func.count()).where(Registration.created_at >= since).group_by(Registration.outcome)
+    ).all())
+    return {outcome: counts.get(outcome, 0) for outcome in OUTCOMES}
+
+
+def decisions_per_hour(session: Session, hours: int = 7 * 24, now: datetime | None = None) -> list[dict]:
+    """Registered and rejected versions per UTC hour over the last ``hours``, oldest hour first,
+    every hour present (zeros where nothing was decided). One GROUP BY of at most 2 x ``hours`` rows."""
+    now = (now or utcnow()).astimezone(timezone.utc)
+    last = now.replace(minute=0, second=0, microsecond=0)
+    first = last - timedelta(hours=hours - 1)
+    hour = _hour(session.get_bind().dialect.name)
+    rows = session.execute(
+        sa.select(hour, Registration.outcome, sa.func.count())
+        .where(Registration.created_at >= first)
+        .group_by(hour, Registration.outcome)
+    ).all()
+    counts: dict[tuple[datetime, str], int] = {}
+    for bucket, outcome, n in rows:
+        counts[(_as_hour(bucket), outcome)] = n
+    buckets = []
+    for i in range(hours):
+        at = first + timedelta(hours=i)
+        buckets.append({"hour": at, **{outcome: counts.get((at, outcome), 0) for outcome in OUTCOMES}})
+    return buckets
+
+
+def _hour(dialect: str):
+    """The UTC hour of ``created_at`` as SQL: the one expression that differs by database."""
+    if dialect == "postgresql":
+        return sa.func.date_trunc("hour", sa.func.timezone("UTC", Registration.created_at)).label("hour")
+    return sa.func.strftime("%Y-%m-%d %H:00:00", Registration.created_at).label("hour")  # SQLite stores UTC text
+
+
+def _as_hour(value) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def key_in_force(conn: sa.Connection, key_id: str, now: datetime | None = None) -> Caller | None:
+    """The caller key ``key_id`` names if it is neither revoked nor expired, else None: the check
+    each console page makes of the key its session was signed in with (one SELECT by key id)."""
+    row = conn.execute(
+        sa.select(ApiKey.key_id, ApiKey.name, ApiKey.scopes, ApiKey.expires_at, ApiKey.revoked_at).where(ApiKey.key_id == key_id)
+    ).one_or_none()
+    if row is None or row.revoked_at is not None:
+        return None
+    expires = row.expires_at
+    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)) <= (now or utcnow()):
+        return None
+    return Caller(row.key_id, row.name, tuple(row.scopes.split(",")))

@@ -1,0 +1,100 @@
+"""The console's read pages: overview, tokens, a token, events, an event. Each runs a few bounded
+queries (aggregates, LIMITs, keyset pages) in one session."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from urllib.parse import quote
+
+from flask import current_app, render_template, request
+
+from hokusai_mlflow_plugin.core.metrics import get_metric
+from hokusai_mlflow_plugin.db.models import DELIVERY_STATES, TOKEN_STATUSES, utcnow
+from hokusai_mlflow_plugin.events import heartbeat, outbox
+from hokusai_mlflow_plugin.operations import overview as ops
+from hokusai_mlflow_plugin.registration import reconcile, tokens
+from hokusai_mlflow_plugin.registration.records import MODEL_REGISTERED, TOKEN_READY
+from webhook_app.console.chart import hourly
+from webhook_app.console.blueprint import bp
+
+EVENT_TYPES = (TOKEN_READY, MODEL_REGISTERED)
+PAGE = 50
+SLOW_PENDING_SECONDS = 300  # the oldest undelivered event has waited this long: something is wrong
+
+
+def sessions():
+    return current_app.extensions["hokusai"].sessions
+
+
+def arg(name: str) -> str | None:
+    return (request.args.get(name) or "").strip() or None
+
+
+@bp.get("/")
+def overview():
+    now = utcnow()
+    with sessions()() as s:
+        counts = ops.tokens_by_status(s)
+        decided = ops.decisions_since(s, now - timedelta(hours=24))
+        health = outbox.outbox_health(s)
+        beats = heartbeat.heartbeats(s, now)
+        sweep = reconcile.last_sweep(s)
+        hours = ops.decisions_per_hour(s, now=now)
+    relay_alive = any(b["alive"] for b in beats)
+    return render_template(
+        "console/overview.html", counts=counts, decided=decided, health=health, beats=beats, sweep=sweep,
+        relay_alive=relay_alive, chart=hourly(hours), slow=(health["oldest_pending_seconds"] or 0) > SLOW_PENDING_SECONDS,
+        stale=int(heartbeat.STALE.total_seconds()),
+    )
+
+
+@bp.get("/tokens")
+def token_list():
+    status, q, cursor = arg("status"), arg("q"), arg("cursor")
+    with sessions()() as s:
+        found, next_cursor = tokens.page_tokens(s, status, q, PAGE, cursor)
+        rows = [t.to_dict() for t in found]
+    return render_template("console/tokens.html", tokens=rows, status=status, q=q, cursor=cursor,
+                           next_cursor=next_cursor, statuses=TOKEN_STATUSES, sign=_sign)
+
+
+@bp.get("/tokens/<token_id>")
+def token_detail(token_id: str):
+    with sessions()() as s:
+        token = tokens.get(s, token_id).to_dict()
+        found, next_cursor = tokens.page_registrations(s, token_id=token["token_id"], limit=PAGE, cursor=arg("cursor"))
+        registrations = [r.to_dict() for r in found]
+        events, more_events = outbox.page_events(s, token_id=token["token_id"], limit=20)
+    return render_template(
+        "console/token.html", token=token, sign=_sign(token["metric_name"]), registrations=registrations,
+        next_cursor=next_cursor, events=events, more_events=more_events, version_url=_version_url,
+    )
+
+
+@bp.get("/events")
+def event_list():
+    status, event_type, token, cursor = arg("status"), arg("type"), arg("token"), arg("cursor")
+    with sessions()() as s:
+        items, next_cursor = outbox.page_events(s, status, event_type, token, PAGE, cursor)
+        health = outbox.outbox_health(s)
+    return render_template("console/events.html", events=items, status=status, event_type=event_type, token=token,
+                           cursor=cursor, next_cursor=next_cursor, health=health, statuses=DELIVERY_STATES, types=EVENT_TYPES)
+
+
+@bp.get("/events/<event_id>")
+def event_detail(event_id: str):
+    with sessions()() as s:
+        event = outbox.event_detail(s, event_id)
+    return render_template("console/event.html", event=event,
+                           payload=json.dumps(event["payload"], indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _sign(metric_name: str | None) -> str:
+    metric = get_metric(metric_name) if metric_name else None
+    return metric.sign if metric else "?"
+
+
+def _version_url(name: str, version: str) -> str:
+    """The version's page in the MLflow UI."""
+    return f"{current_app.config['MLFLOW_TRACKING_URI'].rstrip('/')}/#/models/{quote(name, safe='')}/versions/{quote(str(version), safe='')}"
