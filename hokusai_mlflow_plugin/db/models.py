@@ -79,7 +79,7 @@ class Registration(Base):
     baseline_value: Mapped[float | None] = mapped_column(sa.Float)
     mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
     delivery_id: Mapped[str | None] = mapped_column(sa.String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # the console's windows
 
     def to_dict(self) -> dict:
         return {
@@ -127,7 +127,7 @@ class Delivery(Base):
     event_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("hokusai_outbox.event_id", ondelete="CASCADE"))
     outbox_id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"))
     sink: Mapped[str] = mapped_column(sa.String(512))
-    status: Mapped[str] = mapped_column(sa.String(16), default=PENDING)
+    status: Mapped[str] = mapped_column(sa.String(16), default=PENDING, index=True)  # outbox_health's counts
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     locked_until: Mapped[datetime | None]

@@ -1,4 +1,4 @@
-"""The console's aggregates: tokens by status, decisions in a window, decisions per hour, and
+"""The console's aggregates: tokens by status, decisions per hour and in the last day, and
 whether a signed-in key is still in force. Each is one bounded query; functions take a session
 (or a connection) and never commit."""
 
@@ -29,34 +29,30 @@ def tokens_by_status(session: Session) -> dict[str, int]:
     return {status: counts.get(status, 0) for status in TOKEN_STATUSES} | counts
 
 
-def decisions_since(session: Session, since: datetime) -> dict[str, int]:
-    """How many versions were registered and rejected since ``since``."""
-    counts = dict(session.execute(
-        sa.select(Registration.outcome, sa.func.count()).where(Registration.created_at >= since).group_by(Registration.outcome)
-    ).all())
-    return {outcome: counts.get(outcome, 0) for outcome in OUTCOMES}
-
-
-def decisions_per_hour(session: Session, hours: int = 7 * 24, now: datetime | None = None) -> list[dict]:
-    """Registered and rejected versions per UTC hour over the last ``hours``, oldest hour first,
-    every hour present (zeros where nothing was decided). One GROUP BY of at most 2 x ``hours`` rows."""
+def decisions(session: Session, hours: int = 7 * 24, recent: timedelta = timedelta(hours=24), now: datetime | None = None) -> dict:
+    """Registered and rejected versions per UTC hour over the last ``hours`` (``"hours"``, oldest
+    first, every hour present, zeros where nothing was decided), and in the last ``recent``
+    exactly (``"recent"``). One scan: a GROUP BY of at most 2 x ``hours`` rows, the recent ones
+    counted by a FILTER in the same pass."""
     now = (now or utcnow()).astimezone(timezone.utc)
     last = now.replace(minute=0, second=0, microsecond=0)
     first = last - timedelta(hours=hours - 1)
     hour = _hour(session.get_bind().dialect.name)
     rows = session.execute(
-        sa.select(hour, Registration.outcome, sa.func.count())
-        .where(Registration.created_at >= first)
+        sa.select(hour, Registration.outcome, sa.func.count(), sa.func.count().filter(Registration.created_at >= now - recent))
+        .where(Registration.created_at >= min(first, now - recent))
         .group_by(hour, Registration.outcome)
     ).all()
     counts: dict[tuple[datetime, str], int] = {}
-    for bucket, outcome, n in rows:
+    totals = {outcome: 0 for outcome in OUTCOMES}
+    for bucket, outcome, n, n_recent in rows:
         counts[(_as_hour(bucket), outcome)] = n
+        totals[outcome] = totals.get(outcome, 0) + n_recent
     buckets = []
     for i in range(hours):
         at = first + timedelta(hours=i)
         buckets.append({"hour": at, **{outcome: counts.get((at, outcome), 0) for outcome in OUTCOMES}})
-    return buckets
+    return {"hours": buckets, "recent": totals}
 
 
 def _hour(dialect: str):

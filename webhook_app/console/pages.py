@@ -36,15 +36,14 @@ def overview():
     now = utcnow()
     with sessions()() as s:
         counts = ops.tokens_by_status(s)
-        decided = ops.decisions_since(s, now - timedelta(hours=24))
         health = outbox.outbox_health(s)
         beats = heartbeat.heartbeats(s, now)
         sweep = reconcile.last_sweep(s)
-        hours = ops.decisions_per_hour(s, now=now)
+        decided = ops.decisions(s, recent=timedelta(hours=24), now=now)
     relay_alive = any(b["alive"] for b in beats)
     return render_template(
-        "console/overview.html", counts=counts, decided=decided, health=health, beats=beats, sweep=sweep,
-        relay_alive=relay_alive, chart=hourly(hours), slow=(health["oldest_pending_seconds"] or 0) > SLOW_PENDING_SECONDS,
+        "console/overview.html", counts=counts, decided=decided["recent"], health=health, beats=beats, sweep=sweep,
+        relay_alive=relay_alive, chart=hourly(decided["hours"]), slow=(health["oldest_pending_seconds"] or 0) > SLOW_PENDING_SECONDS,
         stale=int(heartbeat.STALE.total_seconds()),
     )
 
