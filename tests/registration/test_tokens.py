@@ -48,3 +48,13 @@ def test_sort_puts_the_best_first_by_direction_and_missing_values_last():
     assert [r.model_name for r in tokens.sort_best_first(rows)] == ["d", "a", "e", "c", "b", "f"]
 
 
+
+
+def test_a_token_search_matches_a_part_of_the_id_whatever_its_case_and_takes_wildcards_literally(db_url):
+    for token_id in ("XRAY-1", "XRAY-12", "XRAY_2", "XRAYA2", "OTHER"):
+        with session_factory(db_url).begin() as session:
+            tokens.create(session, token_id)
+    with session_factory(db_url)() as session:
+        assert [t.token_id for t in tokens.page_tokens(session, q="ray-1")[0]] == ["XRAY-1", "XRAY-12"]
+        assert [t.token_id for t in tokens.page_tokens(session, q="y_2")[0]] == ["XRAY_2"]  # '_' is no wildcard
+        assert tokens.page_tokens(session, q="%")[0] == []

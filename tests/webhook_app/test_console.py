@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+from playwright.sync_api import expect
 
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.db.models import DEAD, DELIVERED, Delivery, OutboxEvent, Registration, Token, utcnow
 from tests.events.helpers import SECRET, add_events, wait_until
 from tests.harness import ON_CI, CaptureReceiver
 from tests.mlflow_helpers import train_and_register
+
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
@@ -105,15 +107,16 @@ def test_a_wrong_key_is_refused_and_the_right_key_signs_in(pg_stack, console):
     assert "/console/login" in console.page.url  # no session: to the sign-in page
 
     console.sign_in(key[:-2] + "zz")
-    assert console.page.get_by_role("alert").filter(has_text="is not known").is_visible()
-    assert not heading(console, "Overview").is_visible()
+    expect(console.page.get_by_role("alert").filter(has_text="is not known")).to_be_visible()
+    expect(heading(console, "Overview")).to_have_count(0)
     console.sign_in("not a key")
-    assert console.page.get_by_role("alert").filter(has_text="malformed").is_visible()
+    expect(console.page.get_by_role("alert").filter(has_text="malformed")).to_be_visible()
 
     console.sign_in(key)
-    assert heading(console, "Overview").is_visible()
+    expect(heading(console, "Overview")).to_be_visible()
     header = console.page.get_by_role("banner")
-    assert header.get_by_text("ops-reader").is_visible() and "read" in header.inner_text()
+    expect(header.get_by_text("ops-reader")).to_be_visible()
+    assert "read" in header.inner_text()
 
     cookie = next(c for c in console.context.cookies() if c["name"] == "hokusai_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["path"] == "/console"
@@ -141,18 +144,18 @@ def decode_session(value: str) -> dict:
 def test_signing_out_ends_the_session_and_a_revoked_key_is_refused_on_its_next_page(pg_stack, console):
     console.sign_in(pg_stack.api_key("read", name="leaving"))
     console.page.get_by_role("button", name="Sign out").click()
-    assert console.page.get_by_text("You are signed out.").is_visible()
+    expect(console.page.get_by_text("You are signed out.")).to_be_visible()
     console.open("/console/tokens")
     assert "/console/login" in console.page.url
 
     key = pg_stack.api_key("read", name="to-revoke")
     console.sign_in(key)
-    assert heading(console, "Overview").is_visible()
+    expect(heading(console, "Overview")).to_be_visible()
     with pg_stack.sessions.begin() as s:
         keys.revoke(s, key[3:11])
     console.open("/console/events")
     assert "/console/login" in console.page.url
-    assert console.page.get_by_text("has ended").is_visible()
+    expect(console.page.get_by_text("has ended")).to_be_visible()
     console.open("/console/")
     assert "/console/login" in console.page.url  # and it stays ended
 
@@ -178,23 +181,23 @@ def test_a_registered_and_a_rejected_token_show_their_decisions_and_reasons(pg_s
     console.page.get_by_label("Token id contains").fill(suffix)
     console.page.get_by_role("button", name="Filter").click()
     rows = console.page.get_by_role("row")
-    assert rows.filter(has_text=good).get_by_text("registered").is_visible()
-    assert rows.filter(has_text=bad).get_by_text("draft").is_visible()  # a rejection leaves its token in draft
+    expect(rows.filter(has_text=good).get_by_text("registered")).to_be_visible()
+    expect(rows.filter(has_text=bad).get_by_text("draft")).to_be_visible()  # a rejection leaves its token in draft
 
     console.page.get_by_label("Status").select_option("registered")
     console.page.get_by_role("button", name="Filter").click()
-    assert console.page.get_by_role("link", name=good).is_visible()
+    expect(console.page.get_by_role("link", name=good)).to_be_visible()
     assert console.page.get_by_role("link", name=bad).count() == 0
 
     console.page.get_by_role("link", name=good).click()
-    assert heading(console, f"Token {good} registered").is_visible()
-    assert console.page.get_by_text("auroc >= 0.82").is_visible()
+    expect(heading(console, f"Token {good} registered")).to_be_visible()
+    expect(console.page.get_by_text("auroc >= 0.82")).to_be_visible()
     name, version, reg = versions[good]
     link = console.page.get_by_role("link", name=f"{name} v{version}").first
     assert link.get_attribute("href") == f"{pg_stack.mlflow.url}/#/models/{name}/versions/{version}"
     versions_seen = console.page.get_by_role("row").filter(has_text=f"{name} v{version}")
-    assert versions_seen.get_by_text(reg.reason).is_visible()
-    assert versions_seen.get_by_text("auroc = 0.9").is_visible()
+    expect(versions_seen.get_by_text(reg.reason)).to_be_visible()
+    expect(versions_seen.get_by_text("auroc = 0.9")).to_be_visible()
     assert console.page.get_by_role("row").filter(has_text="token_ready_for_deploy").count() == 1
     console.shot("token")
 
@@ -202,11 +205,12 @@ def test_a_registered_and_a_rejected_token_show_their_decisions_and_reasons(pg_s
     name, version, reg = versions[bad]
     assert "0.95" in reg.reason
     rejected = console.page.get_by_role("row").filter(has_text=f"{name} v{version}")
-    assert rejected.get_by_text("rejected").is_visible() and rejected.get_by_text(reg.reason).is_visible()
+    expect(rejected.get_by_text("rejected")).to_be_visible()
+    expect(rejected.get_by_text(reg.reason)).to_be_visible()
     console.shot("token-rejected")
 
     console.open("/console/")
-    assert console.page.get_by_role("img", name=re.compile(r"Registrations and rejections per hour")).is_visible()
+    expect(console.page.get_by_role("img", name=re.compile(r"Registrations and rejections per hour"))).to_be_visible()
 
 
 def test_bad_input_gives_a_page_that_says_what_is_wrong(pg_stack, console):
@@ -239,12 +243,12 @@ def test_a_model_name_holding_markup_is_shown_as_text(pg_stack, console):
                           payload={"token_id": token_id, "model_name": evil, "model_version": "1"}, created_at=utcnow()))
     console.sign_in(pg_stack.api_key("read"))
     console.open(f"/console/tokens/{token_id}")
-    assert console.page.get_by_role("link", name=f"{evil} v1").is_visible()  # the markup, as text
-    assert console.page.get_by_text("is <b>below</b> 0.8").is_visible()
+    expect(console.page.get_by_role("link", name=f"{evil} v1")).to_be_visible()  # the markup, as text
+    expect(console.page.get_by_text("is <b>below</b> 0.8")).to_be_visible()
     href = console.page.get_by_role("link", name=f"{evil} v1").get_attribute("href")
     assert "<" not in href and "%3Cscript%3E" in href
     console.open(f"/console/events?token={token_id}")
-    assert console.page.get_by_text(f"{evil} v1").is_visible()
+    expect(console.page.get_by_text(f"{evil} v1")).to_be_visible()
     assert console.page.evaluate("document.querySelectorAll('main script, main img').length") == 0
     console.page.wait_for_timeout(300)
     assert console.dialogs == []
@@ -288,13 +292,13 @@ def test_redeliver_from_the_event_page_sends_the_event_again_with_its_webhook_id
 
         console.page.get_by_role("link", name="Events").click()
         console.page.get_by_role("link", name=event_id[:8]).click()
-        assert heading(console, "Event token_ready_for_deploy").is_visible()
-        assert console.page.get_by_text(event_id, exact=True).is_visible()
+        expect(heading(console, "Event token_ready_for_deploy")).to_be_visible()
+        expect(console.page.get_by_text(event_id, exact=True)).to_be_visible()
         assert console.page.get_by_role("row").filter(has_text="HTTP 200").count() >= 1
         assert '"token_id": "T0"' in console.page.get_by_text('"metric_name"').inner_text()  # the payload, pretty
 
         console.page.get_by_role("button", name="Redeliver").click()
-        assert console.page.get_by_text(f"Event {event_id} is queued for redelivery to").is_visible()
+        expect(console.page.get_by_text(f"Event {event_id} is queued for redelivery to")).to_be_visible()
         assert capture.wait_for(lambda r: r.headers.get("webhook-id") == event_id and capture.ids().count(event_id) >= 2, timeout=30)
         assert capture.ids().count(event_id) == 2  # the same webhook-id: the consumer can deduplicate
         assert wait_until(lambda: delivery_status(pg_stack, event_id, sink) == DELIVERED)
@@ -316,19 +320,20 @@ def test_redeliver_all_dead_asks_for_confirmation_then_sends_them(pg_stack, brow
             s.add(Delivery(event_id=event_id, outbox_id=0, sink=sink, status=DEAD, attempts=12, last_error="HTTP 503"))
         console.open("/console/")
         problems = console.page.get_by_role("alert").filter(has_text="dead deliver")
-        assert problems.is_visible()
+        expect(problems).to_be_visible()
+        console.shot("overview-dead")
         problems.get_by_role("link", name="Redeliver all dead").click()
-        assert heading(console, "Redeliver all dead deliveries").is_visible()
+        expect(heading(console, "Redeliver all dead deliveries")).to_be_visible()
 
         console.page.get_by_role("button", name="Redeliver all dead").click()  # unticked: the browser stops it
-        assert heading(console, "Redeliver all dead deliveries").is_visible()
+        expect(heading(console, "Redeliver all dead deliveries")).to_be_visible()
         form = {"csrf_token": console.csrf_token()}
         assert console.post("/console/events/redeliver-dead", form).status == 400  # unconfirmed: nothing happens
         assert delivery_status(pg_stack, event_id, sink) == DEAD
 
         console.page.get_by_label(re.compile("I fixed the sink")).check()
         console.page.get_by_role("button", name="Redeliver all dead").click()
-        assert console.page.get_by_text(re.compile(r"\d+ dead deliver(y is|ies are) queued for redelivery")).is_visible()
+        expect(console.page.get_by_text(re.compile(r"\d+ dead deliver(y is|ies are) queued for redelivery"))).to_be_visible()
         assert capture.wait_for(lambda r: r.headers.get("webhook-id") == event_id, timeout=30)
         assert wait_until(lambda: delivery_status(pg_stack, event_id, sink) == DELIVERED)
     finally:
@@ -344,11 +349,14 @@ def test_a_read_key_sees_no_action_and_its_forged_posts_are_403(pg_stack, consol
         s.add(Delivery(event_id=event_id, outbox_id=0, sink="console-test-sink", status=DEAD, attempts=3, last_error="HTTP 500"))
     console.sign_in(pg_stack.api_key("read"))
     console.open("/console/")
-    assert console.page.get_by_role("alert").filter(has_text="dead deliver").is_visible()
+    expect(console.page.get_by_role("alert").filter(has_text="dead deliver")).to_be_visible()
     assert console.page.get_by_text("Redeliver all dead").count() == 0
     assert console.page.get_by_role("link", name="API keys").count() == 0
+    console.open("/console/events?status=dead")
+    expect(console.page.get_by_role("row").filter(has_text=event_id[:8]).get_by_text("HTTP 500")).to_be_visible()
+    console.shot("events-dead")
     console.open(f"/console/events/{event_id}")
-    assert heading(console, "Event token_ready_for_deploy").is_visible()
+    expect(heading(console, "Event token_ready_for_deploy")).to_be_visible()
     assert console.page.get_by_role("button", name="Redeliver").count() == 0
 
     token = console.csrf_token()  # a valid token of this session: the refusal is the scope's
@@ -378,7 +386,7 @@ def test_a_post_without_its_csrf_token_is_refused(pg_stack, console):
         assert console.post("/console/logout", form).status == 400
     assert delivery_status(pg_stack, event_id, "console-test-sink") == DEAD
     console.open("/console/")
-    assert heading(console, "Overview").is_visible()  # the refused logout left the session alone
+    expect(heading(console, "Overview")).to_be_visible()  # the refused logout left the session alone
     # the sign-in form is a form like any other
     assert requests.post(pg_stack.receiver.url + "/console/login", data={"key": "hk_x"}, timeout=30, allow_redirects=False).status_code == 400
 
@@ -395,21 +403,22 @@ def test_an_admin_creates_a_key_sees_it_once_and_revokes_it(pg_stack, console):
     console.page.get_by_label("register").check()
     console.page.get_by_label("Expires after (optional)").fill("90d")
     console.page.get_by_role("button", name="Create key").click()
-    assert console.page.get_by_text("it is shown this once").is_visible()
+    expect(console.page.get_by_text("it is shown this once")).to_be_visible()
     new_key = console.page.get_by_role("textbox", name="New API key").input_value()
     assert new_key.startswith("hk_")
     console.page.get_by_role("button", name="Copy").click()
-    assert console.page.get_by_role("button", name="Copied").is_visible()  # our script ran under the CSP
+    expect(console.page.get_by_role("button", name="Copied")).to_be_visible()  # our script ran under the CSP
     api = pg_stack.receiver.url + "/api/v1/tokens"
     assert requests.get(api, headers={"Authorization": f"Bearer {new_key}"}, timeout=30).status_code == 200
 
     console.page.get_by_role("link", name="API keys").click()
     assert new_key not in console.page.content()  # once only
     row = console.page.get_by_role("row").filter(has_text=name)
-    assert row.get_by_text("read, register").is_visible() and row.get_by_text("active").is_visible()
+    expect(row.get_by_text("read, register")).to_be_visible()
+    expect(row.get_by_text("active")).to_be_visible()
     row.get_by_role("button", name=re.compile("Revoke")).click()
-    assert console.page.get_by_text(f"({name}) is revoked").is_visible()
-    assert console.page.get_by_role("row").filter(has_text=name).get_by_text("revoked").is_visible()
+    expect(console.page.get_by_text(f"({name}) is revoked")).to_be_visible()
+    expect(console.page.get_by_role("row").filter(has_text=name).get_by_text("revoked")).to_be_visible()
     assert requests.get(api, headers={"Authorization": f"Bearer {new_key}"}, timeout=30).status_code == 401
 
     console.page.get_by_label("Name").fill("bad-expiry")

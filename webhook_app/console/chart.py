@@ -17,7 +17,7 @@ def hourly(buckets: list[dict]) -> dict:
         label = f"{b['hour']:%a %d %b %H}:00 UTC: {b['registered']} registered, {b['rejected']} rejected"
         bars.append({"x": x, "ok_y": HEIGHT - ok, "ok_h": ok, "bad_y": HEIGHT - ok - bad, "bad_h": bad,
                      "label": label, "empty": not (b["registered"] or b["rejected"])})
-        if b["hour"].hour == 0:
+        if b["hour"].hour == 0 and x + 40 <= len(buckets) * (BAR + GAP):  # room for its label
             days.append({"x": x, "label": f"{b['hour']:%a %d}"})
     return {
         "bars": bars, "days": days, "width": len(buckets) * (BAR + GAP), "height": HEIGHT, "bar": BAR, "peak": peak,

@@ -4,12 +4,12 @@ document.addEventListener("click", function (event) {
   if (!button) return;
   var field = document.getElementById(button.getAttribute("data-copy"));
   if (!field) return;
-  var done = function () { button.textContent = "Copied"; };
   field.select();
+  var copied = false;
+  try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
   if (navigator.clipboard && window.isSecureContext) {
-    navigator.clipboard.writeText(field.value).then(done, function () { document.execCommand("copy"); done(); });
-  } else {
-    document.execCommand("copy");
-    done();
+    navigator.clipboard.writeText(field.value).catch(function () {});
+    copied = true;
   }
+  button.textContent = copied ? "Copied" : "Press Ctrl+C";
 });
