@@ -8,7 +8,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["hokusai_mlflow_plugin", "hokusai_mlflow_plugin.*", "webhook_app", "webhook_app.*"]),
-    package_data={"hokusai_mlflow_plugin.db.migrations": ["script.py.mako"]},
+    package_data={
+        "hokusai_mlflow_plugin.db.migrations": ["script.py.mako"],
+        "webhook_app.console": ["templates/console/*.html", "static/*.css", "static/*.js"],
+    },
     install_requires=[
         # 3.18.0 is published but its own dependencies do not install yet; tested on 3.17.2.
         "mlflow>=3.4,<3.18",

@@ -96,6 +96,7 @@ def summary(values) -> dict:
         "n": len(values),
         "median": statistics.median(values) if values else float("nan"),
         "p90": pct(values, 90),
+        "p95": pct(values, 95),
         "p99": pct(values, 99),
         "mean": statistics.fmean(values) if values else float("nan"),
         "min": min(values) if values else float("nan"),
