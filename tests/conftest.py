@@ -127,6 +127,15 @@ def stack(request, monkeypatch):
 
 
 @pytest.fixture
+def pg_stack(stack_postgres, monkeypatch):
+    """The PostgreSQL stack alone, with plain MLflow in this process pointed at its server."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack_postgres.mlflow.url)
+    mlflow.set_tracking_uri(stack_postgres.mlflow.url)
+    yield stack_postgres
+    mlflow.end_run()
+
+
+@pytest.fixture
 def token_id():
     """A fresh token id per test, so tests on one database never see each other's tokens."""
     return f"TK-{uuid.uuid4().hex[:10].upper()}"

@@ -34,16 +34,6 @@ def http_cli(pg_stack, tmp_path, monkeypatch):
     return run
 
 
-@pytest.fixture
-def pg_stack(stack_postgres, monkeypatch):
-    import mlflow
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack_postgres.mlflow.url)
-    mlflow.set_tracking_uri(stack_postgres.mlflow.url)
-    yield stack_postgres
-    mlflow.end_run()
-
-
 def test_register_over_http_registered_then_rejected_then_unknown(http_cli, pg_stack, tmp_path, token_id):
     pg_stack.create_token(token_id, "auroc", 0.82)
     model = joblib_file(tmp_path)

@@ -33,18 +33,10 @@ def logged(auroc: float) -> str:
 
 
 @pytest.fixture
-def hokusai(pg_stack_for_client):
-    client = HokusaiClient(pg_stack_for_client.receiver.url, pg_stack_for_client.api_key("admin"))
+def hokusai(pg_stack):
+    client = HokusaiClient(pg_stack.receiver.url, pg_stack.api_key("admin"))
     yield client
     client.close()
-
-
-@pytest.fixture
-def pg_stack_for_client(stack_postgres, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack_postgres.mlflow.url)
-    mlflow.set_tracking_uri(stack_postgres.mlflow.url)
-    yield stack_postgres
-    mlflow.end_run()
 
 
 def test_register_registered_rejected_and_unknown(hokusai, token_id):
@@ -64,7 +56,7 @@ def test_register_registered_rejected_and_unknown(hokusai, token_id):
     assert e.value.errors[0]["field"] == "model_uri"
 
 
-def test_lists_follow_every_page_and_errors_are_typed(hokusai, pg_stack_for_client):
+def test_lists_follow_every_page_and_errors_are_typed(hokusai, pg_stack):
     prefix = "CL" + uuid.uuid4().hex[:6].upper()
     for i in range(120):  # more than one page of 100
         hokusai.create_token(f"{prefix}-{i:03d}")
@@ -73,8 +65,8 @@ def test_lists_follow_every_page_and_errors_are_typed(hokusai, pg_stack_for_clie
     with pytest.raises(EventNotFound):
         hokusai.event(str(uuid.uuid4()))
     with pytest.raises(Unauthorized, match="is not known"):
-        HokusaiClient(pg_stack_for_client.receiver.url, "hk_00000000_" + "a" * 43).tokens().__next__()
-    reader = HokusaiClient(pg_stack_for_client.receiver.url, pg_stack_for_client.api_key("read"))
+        HokusaiClient(pg_stack.receiver.url, "hk_00000000_" + "a" * 43).tokens().__next__()
+    reader = HokusaiClient(pg_stack.receiver.url, pg_stack.api_key("read"))
     with pytest.raises(Forbidden, match="'admin'"):
         reader.reconcile()
     assert "hk_" not in repr(reader)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from hokusai_mlflow_plugin.auth import keys
-from hokusai_mlflow_plugin.db.models import DEAD, DELIVERED, Delivery, OutboxEvent, Registration, Token, utcnow
+from hokusai_mlflow_plugin.db.models import DEAD, DELIVERED, Delivery, OutboxEvent, Registration, utcnow
 from tests.events.helpers import SECRET, add_events, wait_until
 from tests.harness import ON_CI, CaptureReceiver
 from tests.mlflow_helpers import train_and_register
