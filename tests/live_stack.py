@@ -56,8 +56,13 @@ class ReceiverThread:
             self._server = None
 
     def release(self) -> None:
+        """Stop for good: the server, the port, and the app's relay threads (a relay left running
+        would go on delivering, or printing to whatever stdout a later test captures)."""
         self.stop()
         self._reserved.release()
+        relay = self.app.extensions.get("hokusai_relay")
+        if relay is not None:
+            relay.stop()
 
 
 @dataclass
