@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timezone
 
 from hokusai_mlflow_plugin.core.errors import BadOption
 
 MAX_LIMIT = 100
+_FOREIGN = "The cursor is not one this API gave: follow the 'next' link of the previous page."
 
 
 def encode(*key) -> str:
@@ -25,8 +27,22 @@ def decode(cursor: str | None, arity: int) -> list | None:
     except (ValueError, TypeError):
         key = None
     if not isinstance(key, list) or len(key) != arity:
-        raise BadOption("cursor", "The cursor is not one this API gave: follow the 'next' link of the previous page.")
+        raise BadOption("cursor", _FOREIGN)
     return key
+
+
+def time_of(value) -> datetime:
+    """A time a cursor holds (as ``iso()`` wrote it), aware in UTC."""
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise BadOption("cursor", _FOREIGN) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def take(rows: list, limit: int) -> tuple[list, bool]:
+    """A page's rows from a query of ``limit + 1``, and whether a next page exists."""
+    return rows[:limit], len(rows) > limit
 
 
 def limit_of(limit: int | None, default: int = 50) -> int:

@@ -138,9 +138,7 @@ def page_events(
     after = cursors.decode(cursor, 1)
     if after:
         query = query.where(OutboxEvent.id < int(after[0]))
-    found = list(session.scalars(query))
-    more = len(found) > limit
-    found = found[:limit]
+    found, more = cursors.take(list(session.scalars(query)), limit)
     sinks: dict[str, list[dict]] = {}
     if found:
         rows = session.scalars(sa.select(Delivery).where(Delivery.event_id.in_([e.event_id for e in found])).order_by(Delivery.sink))

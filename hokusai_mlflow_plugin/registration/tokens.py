@@ -4,14 +4,13 @@ and their registrations that the CLI and the API show. Functions take a session 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hokusai_mlflow_plugin.core import cursors, gate, tags
-from hokusai_mlflow_plugin.core.errors import CONFLICT, NOT_FOUND, BadOption, HokusaiError
+from hokusai_mlflow_plugin.core.errors import CONFLICT, NOT_FOUND, HokusaiError
 from hokusai_mlflow_plugin.core.metrics import get_metric
 from hokusai_mlflow_plugin.db.models import DRAFT, TOKEN_STATUSES, Registration, Token, iso
 
@@ -85,11 +84,9 @@ def page_tokens(
         query = query.where(Token.token_id.contains(q.strip().upper(), autoescape=True))
     after = cursors.decode(cursor, 2)
     if after:
-        created, token_id = _cursor_time(after[0]), after[1]
+        created, token_id = cursors.time_of(after[0]), after[1]
         query = query.where(sa.or_(Token.created_at > created, sa.and_(Token.created_at == created, Token.token_id > token_id)))
-    found = list(session.scalars(query))
-    more = len(found) > limit
-    found = found[:limit]
+    found, more = cursors.take(list(session.scalars(query)), limit)
     return found, cursors.encode(iso(found[-1].created_at), found[-1].token_id) if more else None
 
 
@@ -103,28 +100,24 @@ def page_registrations(
 ) -> tuple[list[Registration], str | None]:
     """One page of registrations, newest first, and the next page's cursor (or None)."""
     limit = cursors.limit_of(limit)
-    query = sa.select(Registration).order_by(Registration.id.desc()).limit(limit + 1)
+    query = _registrations_of(sa.select(Registration).order_by(Registration.id.desc()).limit(limit + 1),
+                              token_id, outcome, model_name)
+    after = cursors.decode(cursor, 1)
+    if after:
+        query = query.where(Registration.id < int(after[0]))
+    found, more = cursors.take(list(session.scalars(query)), limit)
+    return found, cursors.encode(found[-1].id) if more else None
+
+
+def _registrations_of(query: sa.Select, token_id: str | None, outcome: str | None, model_name: str | None) -> sa.Select:
+    """``query`` kept to one token's, one outcome's and one model's registrations, where given."""
     if token_id:
         query = query.where(Registration.token_id == normalize(token_id))
     if outcome:
         query = query.where(Registration.outcome == outcome)
     if model_name:
         query = query.where(Registration.model_name == model_name)
-    after = cursors.decode(cursor, 1)
-    if after:
-        query = query.where(Registration.id < int(after[0]))
-    found = list(session.scalars(query))
-    more = len(found) > limit
-    found = found[:limit]
-    return found, cursors.encode(found[-1].id) if more else None
-
-
-def _cursor_time(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise BadOption("cursor", "The cursor is not one this API gave: follow the 'next' link of the previous page.") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return query
 
 
 def registrations(
@@ -137,13 +130,8 @@ def registrations(
     """Registrations, newest first: of one token, with one outcome, of one registered model.
     ``latest`` keeps the newest version of each model among those selected (as MLflow's latest
     version: with ``outcome="rejected"``, the newest rejected one)."""
-    query = sa.select(Registration).order_by(Registration.created_at.desc(), Registration.id.desc())
-    if token_id:
-        query = query.where(Registration.token_id == normalize(token_id))
-    if outcome:
-        query = query.where(Registration.outcome == outcome)
-    if model_name:
-        query = query.where(Registration.model_name == model_name)
+    query = _registrations_of(sa.select(Registration).order_by(Registration.created_at.desc(), Registration.id.desc()),
+                              token_id, outcome, model_name)
     found = list(session.scalars(query))
     return newest_of_each_model(found) if latest else found
 

@@ -93,8 +93,6 @@ class LocalStack:
     def state_file(self) -> Path:
         return self.home / "up.json"
 
-    running = staticmethod(running_stack)
-
     # -- start and stop -----------------------------------------------------------------------------
 
     def start(self) -> "LocalStack":

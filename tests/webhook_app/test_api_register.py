@@ -91,8 +91,13 @@ def test_503_with_retry_after_when_the_database_or_mlflow_is_down(stack, token_i
     assert stack.token(token_id)["status"] == "draft"
 
 
-def test_the_key_that_registered_is_recorded_as_used(stack, registrar, token_id):
-    registrar.get("/tokens")
-    with session_factory(stack.db_url)() as s:
-        used = [k for k in keys.list_keys(s) if k.last_used_at is not None]
-    assert used
+def test_the_key_that_called_is_recorded_as_used(stack, registrar):
+    key_id = registrar.session.headers["Authorization"].removeprefix("Bearer ")[3:11]
+
+    def last_used():
+        with session_factory(stack.db_url)() as s:
+            return next(k.last_used_at for k in keys.list_keys(s) if k.key_id == key_id)
+
+    assert last_used() is None  # a new key
+    assert registrar.get("/tokens").status_code == 200
+    assert last_used() is not None
