@@ -29,19 +29,53 @@ def _relay(obj, console: bool = False):
 @pass_ctx
 @domain_errors
 def events_list(obj, status, limit, as_json):
-    """Show event deliveries per sink, newest first, with their attempts."""
-    from hokusai_mlflow_plugin.events import outbox
+    """Show event deliveries per sink, newest first, with their attempts, and every sink that is
+    disabled (its consumer answered 410 Gone) with the command that enables it again."""
+    from hokusai_mlflow_plugin.events import outbox, sink_states
 
+    disabled = {}
     if (api := obj.api()) is not None:
         rows = _api_rows(api, status, limit)
     else:
         with obj.sessions()() as session:
             rows = outbox.deliveries_or_events(session, status, limit)
-    lines = []
+            disabled = sink_states.disabled_sinks(session)
+    lines = [
+        f"DISABLED {d['sink']} since {d['disabled_at']}: {d['reason']}. It holds {d['held']} deliveries, "
+        f"kept, not sent; once the consumer is back, send them with: {d['enable']}"
+        for d in disabled.values()
+    ]
     for r in rows:
+        if r.get("sink") in disabled:
+            r.update(sink_disabled=True, enable=disabled[r["sink"]]["enable"])
+        held = "  (sink disabled)" if r.get("sink_disabled") else ""
         err = f"  last error: {r['last_error']}" if r.get("last_error") else ""
-        lines.append(f"{r['event_id']}  {r['event_type']:<24} {r['sink'] or '-':<40} {r['status']:<9} attempts={r['attempts']}{err}")
+        lines.append(f"{r['event_id']}  {r['event_type']:<24} {r['sink'] or '-':<40} {r['status']:<9} attempts={r['attempts']}{held}{err}")
     emit(rows, as_json, "\n".join(lines) or "No events.")
+
+
+@events.command("enable")
+@click.argument("sink")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+@domain_errors
+def events_enable(obj, sink, as_json):
+    """Enable SINK again after its consumer answered 410 Gone: its held deliveries are sent at
+    once, oldest first, by any running relay. SINK is the name 'hokusai events list' shows."""
+    from hokusai_mlflow_plugin.events import sink_states
+
+    if obj.api() is not None:
+        raise click.ClickException(
+            "Enabling a sink needs the token database: unset HOKUSAI_API_URL and HOKUSAI_API_KEY, "
+            "and set HOKUSAI_DATABASE_URL (or --database-url)."
+        )
+    with obj.sessions().begin() as session:
+        done = sink_states.enable(session, sink)
+    if done["was_disabled"]:
+        text = f"Enabled {sink}: {done['resumed']} held deliveries are due now; a running relay sends them."
+    else:
+        text = f"{sink} is enabled already: nothing to do."
+    emit(done, as_json, text)
 
 
 @events.command("redeliver")

@@ -138,6 +138,19 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SinkState(Base):
+    """A sink an event consumer turned off: Standard Webhooks' 410 Gone disables the endpoint until
+    an operator enables it again (``hokusai events enable``). No row, or ``disabled_at`` null, is
+    an enabled sink."""
+
+    __tablename__ = "hokusai_sink_states"
+
+    sink: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    disabled_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class Attempt(Base):
     """Every try at a delivery: when, how it ended, how long it took."""
 

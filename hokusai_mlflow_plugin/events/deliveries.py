@@ -6,16 +6,15 @@
   them (``locked_until``, ``lease_owner``) so that the HTTP call happens outside any transaction.
   ``renew`` extends the lease of what is still ours; what another worker took over is skipped.
 * Record: every attempt is stored with its time, status code or error and latency. 2xx is
-  delivered; 410 Gone is dead at once; anything else is retried with exponential backoff and jitter
-  (``Retry-After`` honoured) until the horizon (about 3 days) runs out, then dead.
+  delivered; 410 Gone disables the sink (``events.sink_states``) and keeps the delivery pending;
+  anything else is retried with exponential backoff and jitter (``Retry-After`` honoured) until
+  the horizon (about 3 days) runs out, then dead. A disabled sink's deliveries are never claimed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -32,27 +31,10 @@ from hokusai_mlflow_plugin.db.models import (
     SweepState,
     utcnow,
 )
+from hokusai_mlflow_plugin.events import sink_states
 from hokusai_mlflow_plugin.events.envelope import envelope_json
+from hokusai_mlflow_plugin.events.retry import RetryPolicy
 from hokusai_mlflow_plugin.events.sinks import Result
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    base: float = 10.0
-    cap: float = 4 * 3600.0
-    horizon: float = 3 * 24 * 3600.0
-
-    def delay(self, attempts: int, retry_after: float | None = None) -> float:
-        """Seconds until the next try after ``attempts`` failures: exponential, "equal jitter"."""
-        step = min(self.cap, self.base * 2 ** max(0, attempts - 1))
-        delay = step / 2 + random.uniform(0, step / 2)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.horizon))
-        return delay
-
-    @classmethod
-    def from_settings(cls, settings) -> "RetryPolicy":
-        return cls(settings.relay_retry_base, settings.relay_retry_cap, settings.relay_horizon)
 
 
 def _aware(value: datetime) -> datetime:
@@ -141,6 +123,7 @@ class DeliveryStore:
                     Delivery.status.in_((PENDING, FAILED)),
                     Delivery.next_attempt_at <= now,
                     sa.or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+                    ~sink_states.disabled(sink),
                 )
                 .order_by(Delivery.outbox_id)
                 .limit(limit or self.batch_size)
@@ -196,8 +179,10 @@ class DeliveryStore:
             d.locked_until, d.lease_owner = None, None
             if result.ok:
                 d.status, d.delivered_at, d.last_error = DELIVERED, now, None
-            elif result.gone:
-                d.status, d.last_error = DEAD, f"{result.error}: the consumer said 410 Gone"
+            elif result.gone:  # kept for when the sink is enabled again: pending, due at once
+                d.status, d.next_attempt_at = PENDING, now
+                d.last_error = f"{result.error}: the consumer said Gone; sink disabled until '{sink_states.enable_command(d.sink)}'"
+                sink_states.disable(session, d.sink, f"{result.error} (410 Gone) to event {d.event_id}")
             else:
                 d.last_error = result.error
                 when = now + timedelta(seconds=self.policy.delay(d.attempts, result.retry_after))
@@ -206,6 +191,15 @@ class DeliveryStore:
                 else:
                     d.status, d.next_attempt_at = FAILED, when
             return d.status
+
+    def release(self, delivery_ids: list[int]) -> None:
+        """Give back our lease on ``delivery_ids``, unsent: they stay as they were, due again."""
+        if delivery_ids:
+            with self.sessions.begin() as session:
+                session.execute(
+                    sa.update(Delivery).where(Delivery.id.in_(delivery_ids), Delivery.lease_owner == self.worker_id)
+                    .values(locked_until=None, lease_owner=None).execution_options(synchronize_session=False)
+                )
 
     def record_delivered(self, done: list[tuple[int, Result, float, datetime]]) -> None:
         """Successful attempts ``(delivery id, result, latency ms, attempted at)``, in one

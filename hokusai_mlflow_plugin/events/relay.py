@@ -13,6 +13,8 @@ the worker around it.
   crash, and with a lease over twice the sink's timeout (60 s against 10 s by default), no delivery
   is sent twice; after a crash the lease runs out and another worker sends it again, with the same
   ``webhook-id``.
+* A sink that answers 410 Gone is disabled (``events.sink_states``): the worker stops its batch
+  there and claims nothing more for it until an operator enables it again.
 * Failures are recorded at once; successes ``RECORD_EVERY`` at a time in one transaction (a crash
   before that sends them again after the lease: at least once, as before).
 """
@@ -32,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hokusai_mlflow_plugin.db.models import utcnow
 from hokusai_mlflow_plugin.events import heartbeat
 from hokusai_mlflow_plugin.events.deliveries import FANOUT_BATCH, DeliveryStore, RetryPolicy
+from hokusai_mlflow_plugin.events.sink_states import enable_command
 from hokusai_mlflow_plugin.events.sinks import Result, Sink
 from hokusai_mlflow_plugin.monitoring import RELAY_ATTEMPTS, RELAY_SECONDS
 
@@ -99,14 +102,7 @@ class Relay:
                 if delivery_id in lost:
                     continue
                 attempted_at = utcnow()
-                started = time.perf_counter()
-                try:
-                    result = sink.send(event_id, event_type, body)
-                except Exception as e:  # a sink bug must not kill the relay
-                    result = Result(False, error=f"{type(e).__name__}: {e}")
-                latency_ms = (time.perf_counter() - started) * 1000
-                RELAY_SECONDS.labels(sink_name).observe(latency_ms / 1000)
-                RELAY_ATTEMPTS.labels(sink_name, "delivered" if result.ok else "gone" if result.gone else "failed").inc()
+                result, latency_ms = _send(sink, event_id, event_type, body)
                 if result.ok:
                     done.append((delivery_id, result, latency_ms, attempted_at))
                     if len(done) >= RECORD_EVERY:
@@ -115,6 +111,11 @@ class Relay:
                     continue
                 status = self.deliveries.record(delivery_id, result, latency_ms, attempted_at)
                 _logger.warning("event %s to %s: %s (%s)", event_id, sink_name, status, result.error)
+                if result.gone:  # the sink is disabled now: the rest of the batch waits, unsent
+                    self.deliveries.release([d[0] for d in batch[index + 1:] if d[0] not in lost])
+                    _logger.warning("sink %s answered 410 Gone and is disabled; its deliveries wait for: %s",
+                                    sink_name, enable_command(sink_name))
+                    break
         finally:
             self.deliveries.record_delivered(done)
         return len(batch)
@@ -206,6 +207,19 @@ class Relay:
                 busy, next_pass = 0, time.monotonic() + self.poll_interval
             if not busy:
                 wake.wait(max(0.0, next_pass - time.monotonic()))
+
+
+def _send(sink: Sink, event_id: str, event_type: str, body: str) -> tuple[Result, float]:
+    """One send, timed and counted: its result and its latency in milliseconds."""
+    started = time.perf_counter()
+    try:
+        result = sink.send(event_id, event_type, body)
+    except Exception as e:  # a sink bug must not kill the relay
+        result = Result(False, error=f"{type(e).__name__}: {e}")
+    latency_ms = (time.perf_counter() - started) * 1000
+    RELAY_SECONDS.labels(sink.name).observe(latency_ms / 1000)
+    RELAY_ATTEMPTS.labels(sink.name, "delivered" if result.ok else "gone" if result.gone else "failed").inc()
+    return result, latency_ms
 
 
 def _check_lease(lease: float, sinks: list[Sink]) -> None:

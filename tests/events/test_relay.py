@@ -1,5 +1,5 @@
 """The outbox relay against real Redis, real PostgreSQL and real HTTP receivers on loopback: every
-sink, retries, a sink that is down, 410, the retry horizon, redelivery, a relay killed mid-batch,
+sink, retries, a sink that is down, the retry horizon, redelivery, a relay killed mid-batch,
 two workers on one outbox, kicks, and a slow sink beside a fast one."""
 
 from __future__ import annotations
@@ -136,15 +136,6 @@ def test_a_sink_that_is_down_gets_the_event_when_it_comes_back(db_url, sink_serv
         relay.stop()
         port.release()  # a server that came up keeps its own socket
     assert hook.ids() == [event_id]
-
-
-def test_410_gone_is_dead_at_once(db_url, sink_server):
-    hook = sink_server()
-    hook.status = 410
-    add_events(db_url)
-    Relay(session_factory(db_url), [WebhookSink(hook.url, SECRET)], FAST).run_once()
-    [d] = deliveries(db_url)
-    assert d.status == "dead" and d.attempts == 1 and "410" in d.last_error
 
 
 def test_retry_after_is_honoured(db_url, sink_server):
