@@ -131,7 +131,7 @@ class Child:
             log.write(f"\n---- chaos: start #{self.starts} at {time.strftime('%H:%M:%S')} ----\n".encode())
             log.flush()
             self.proc = subprocess.Popen(self.cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=self._demote if self.user else None)
+                                         cwd=benchlib.REPO, start_new_session=True, preexec_fn=self._demote if self.user else None)
         if self.ready is not None:
             self.ready(self, timeout)
         return self
@@ -140,7 +140,7 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the whole group (gunicorn's master and workers; postgres and its backends)."""
+        """SIGKILL the whole group (gunicorn's master and its workers, uvicorn's...)."""
         if self.proc is None:
             return
         try:
@@ -164,11 +164,64 @@ class Child:
             pass
         self.proc.wait()
 
+    def children(self) -> list[int]:
+        """Our child's own children (Linux /proc), for those that leave its group."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:  # ppid
+                    pids.append(int(entry.name))
+        return pids
+
     def tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+class Postgres(Child):
+    """The postmaster puts each backend and auxiliary process in a session of its own (setsid), so
+    its group is the postmaster alone: a crash of the whole cluster is a SIGKILL of the postmaster
+    and of each of its children, taken before it dies."""
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        children = self.children()
+        try:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    def start(self, timeout: float = 120.0) -> "Child":
+        # A backend that outlived a kill still holds the shared memory for a moment: start again.
+        for attempt in range(10):
+            try:
+                return super().start(timeout)
+            except RuntimeError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGINT)  # fast shutdown: backends end, a checkpoint
+                self.proc.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
 
 
 def wait_http(url: str):
@@ -531,9 +584,8 @@ class Chaos:
         self.pg_port = free_port()
         cmd = [str(bindir / "postgres"), "-D", str(pg / "data"), "-p", str(self.pg_port), "-k", str(pg / "sock"),
                "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
-        self.children["postgres"] = Child("postgres", cmd, {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
-                                          self.workdir / "postgres.log", user, wait_postgres(self.pg_port),
-                                          stop_signal=signal.SIGINT).start()
+        self.children["postgres"] = Postgres("postgres", cmd, {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
+                                          self.workdir / "postgres.log", user, wait_postgres(self.pg_port)).start()
         with psycopg.connect(host="127.0.0.1", port=self.pg_port, user="postgres", dbname="postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE hokusai")
         self.db_url = f"postgresql://postgres@127.0.0.1:{self.pg_port}/hokusai"
@@ -552,6 +604,8 @@ class Chaos:
             "HOKUSAI_RELAY_RETRY_CAP": str(self.args.retry_cap),
             "HOKUSAI_RELAY_LEASE": str(self.args.lease),
             "HOKUSAI_LOG_LEVEL": "INFO",
+            # The children run the code this script imports (a snapshot of a commit, or the tree).
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(benchlib.REPO), os.environ.get("PYTHONPATH")])),
         })
         return env
 
@@ -576,6 +630,7 @@ class Chaos:
         mlflow_port = free_port()
         self.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         base = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
+        base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(benchlib.REPO), os.environ.get("PYTHONPATH")]))
         self.children["mlflow"] = Child(
             "mlflow", server_command(f"sqlite:///{self.workdir / 'mlflow.db'}", self.workdir / "artifacts", "127.0.0.1", mlflow_port),
             server_env(TEST_ENCRYPTION_KEY, cache_ttl=1, base=base), self.workdir / "mlflow.log",

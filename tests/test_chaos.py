@@ -40,8 +40,8 @@ def chaos():
 @pytest.mark.slow
 def test_nothing_lost_duplicated_or_500_under_kills(chaos):
     summary = chaos.run([
-        "--registrations", "20", "--duration", "25", "--kill-interval", "0.5", "--pause", "0.8",
-        "--clients", "4", "--settle-timeout", "40", "--seed", "7", "--quiet",
+        "--registrations", "20", "--duration", "20", "--kill-interval", "0.5", "--pause", "0.8",
+        "--clients", "4", "--settle-timeout", "30", "--seed", "7", "--quiet",
     ])
     report = chaos.report(summary)
     print(report)
