@@ -871,7 +871,7 @@ def analyse(done: list[Done], observed: dict, consumer: Consumer, forger: Forger
     accepted = observed["accepted"]
 
     lost, unexpected, dup_transitions, extra_versions, not_created = [], [], [], [], []
-    counts = Counter()
+    counts, reasons = Counter(), Counter()
     for token_id, spec in specs.items():
         counts[f"expected_{spec.expected}"] += 1
         mine = sorted(versions.get(token_id, []), key=int)
@@ -888,6 +888,11 @@ def analyse(done: list[Done], observed: dict, consumer: Consumer, forger: Forger
             if len(r) > 1:
                 dup_transitions.append(f"{model_name} v{v}: {len(r)} registration rows")
             outcomes += [(v, x[3]) for x in r[:1]]
+            for x in r[:1]:
+                if x[3] == "rejected":
+                    reasons[re.sub(r"-?\d+(\.\d+)?", "N", x[4])[:90]] += 1
+                    if spec.expected == "rejected" and len(mine) == 1 and "below the baseline" not in x[4]:
+                        unexpected.append(f"{model_name} v{v} (token {token_id}, metric {spec.value}): rejected for another reason: {x[4]}")
         registered = [v for v, o in outcomes if o == "registered"]
         token = observed["tokens"].get(token_id)
         if len(registered) > 1:
@@ -928,6 +933,7 @@ def analyse(done: list[Done], observed: dict, consumer: Consumer, forger: Forger
         "not_created": len(not_created), "not_created_ids": not_created[:20],
         "registered": counts["registered"], "expected_registered": counts["expected_registered"],
         "rejected": counts["rejected"], "expected_rejected": counts["expected_rejected"],
+        "rejection_reasons": dict(reasons.most_common()),
         "lost_decisions": len(lost), "lost": lost[:50],
         "unexpected_decisions": len(unexpected), "unexpected": unexpected[:50],
         "duplicate_transitions": len(dup_transitions), "duplicates": dup_transitions[:50],
@@ -973,6 +979,7 @@ def report(s: dict) -> str:
     lines = [
         f"registrations {s['registrations']} (not started within --duration: {s['not_started']})  versions created {s['versions_created']}  not created {s['not_created']}",
         f"registered {s['registered']} (expected {s['expected_registered']})  rejected {s['rejected']} (expected {s['expected_rejected']})",
+        f"rejection reasons {s['rejection_reasons']}",
         f"lost decisions {s['lost_decisions']}  unexpected decisions {s['unexpected_decisions']}  duplicate transitions {s['duplicate_transitions']}"
         f"  tokens with a second version (client retries) {s['tokens_with_extra_versions']}",
         f"outbox events {s['outbox_events']}  events lost {s['events_lost']}  unexpected deliveries {s['unexpected_deliveries']}"
