@@ -181,8 +181,8 @@ class DeliveryStore:
                 d.status, d.delivered_at, d.last_error = DELIVERED, now, None
             elif result.gone:  # kept for when the sink is enabled again: pending, due at once
                 d.status, d.next_attempt_at = PENDING, now
-                d.last_error = f"{result.error}: the consumer said Gone; sink disabled until '{sink_states.enable_command(d.sink)}'"
-                sink_states.disable(session, d.sink, f"{result.error} (410 Gone) to event {d.event_id}")
+                d.last_error = f"{result.error} Gone: the sink is disabled, this delivery held until '{sink_states.enable_command(d.sink)}'"
+                sink_states.disable(session, d.sink, f"the consumer answered {result.error} Gone to event {d.event_id}")
             else:
                 d.last_error = result.error
                 when = now + timedelta(seconds=self.policy.delay(d.attempts, result.retry_after))

@@ -198,3 +198,10 @@ def test_a_sink_disabled_by_one_relay_is_skipped_by_another(db_url, sink_server)
     add_events(db_url, 1)
     assert Relay(session_factory(db_url), [WebhookSink(gone.url, SECRET)], FAST).run_once() == 0
     assert len(gone.requests) == 1 and {d.status for d in deliveries(db_url)} == {"pending"}
+
+
+def test_enable_over_the_api_says_it_needs_the_database(monkeypatch):
+    monkeypatch.setenv("HOKUSAI_API_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("HOKUSAI_API_KEY", "hk_x_y")
+    result = CliRunner().invoke(cli, ["events", "enable", "webhook:http://consumer.example/hook"])
+    assert result.exit_code == 1 and "needs the token database" in result.output and "Traceback" not in result.output
