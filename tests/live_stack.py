@@ -147,6 +147,12 @@ class Stack:
             time.sleep(0.05)
         raise AssertionError(f"{name} v{version} was not decided within {timeout:.0f}s")
 
+    def created_body(self, name: str, version) -> bytes:
+        """The ``model_version.created`` delivery MLflow sent for this version: its source and run
+        as MLflow resolved them (the receiver trusts a signed delivery's source)."""
+        mv = self.client.get_model_version(name, str(version))
+        return created_body(name, str(version), source=mv.source, run_id=mv.run_id or None)
+
     def wait_tag(self, name: str, version, key: str, timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -161,6 +167,7 @@ class Stack:
 
 
 def created_body(name: str, version: str, source: str = "models:/m-0", run_id=None) -> bytes:
+    """A ``model_version.created`` body; for a version that exists, ``Stack.created_body``."""
     return json.dumps(
         {
             "entity": "model_version",

@@ -7,6 +7,7 @@ runs Flask's development server for local use.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
 from flask_openapi3 import Info, OpenAPI
@@ -71,7 +72,12 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def _wire(app: Flask) -> None:
     """The registration service the views call, and this process's relay on its fast path."""
-    service = RegistrationService(session_factory(app.config["HOKUSAI_DATABASE_URL"]), client(app.config["MLFLOW_TRACKING_URI"]))
+    # The outcome tags are written after the answer: MLflow's delivery (and the next one) does not
+    # wait on two more MLflow writes. The pool's threads start at the first decision, in the worker.
+    tagger = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hokusai-outcome-tags")
+    service = RegistrationService(
+        session_factory(app.config["HOKUSAI_DATABASE_URL"]), client(app.config["MLFLOW_TRACKING_URI"]), tag_later=tagger.submit
+    )
     app.extensions["hokusai"] = service
     if not app.config["HOKUSAI_RELAY"]:
         return

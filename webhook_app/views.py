@@ -66,7 +66,7 @@ def _answer_delivery():
     if kind == ("model_version", "created"):
         if data == _EXAMPLE:
             return _ignored("MLflow's test payload")
-        return _decide(data, delivery.delivery_id, redecide=False)
+        return _decide(data, delivery.delivery_id, redecide=False, created=data)
     if kind == ("model_version_tag", "set"):
         if data.get("key") != tags.TOKEN_ID:
             return _ignored(f"tag '{data.get('key')}' does not choose a token")
@@ -74,14 +74,16 @@ def _answer_delivery():
     return _ignored(f"event {kind[0]}.{kind[1]} is not handled")
 
 
-def _decide(data: dict, delivery_id: str, redecide: bool):
+def _decide(data: dict, delivery_id: str, redecide: bool, created: dict | None = None):
     name, version = data.get("name"), data.get("version")
     if not isinstance(name, str) or not name.strip():
         return _bad_request("'data.name' must be a non-empty string")
     if isinstance(version, bool) or not isinstance(version, (str, int)) or not str(version).strip():
         return _bad_request("'data.version' must be a string or an integer")
     try:
-        outcome: Outcome = _service().register(name, str(version).strip(), delivery_id=delivery_id, redecide=redecide)
+        outcome: Outcome = _service().register(
+            name, str(version).strip(), delivery_id=delivery_id, redecide=redecide, created=created
+        )
     except HokusaiError as e:
         if e.kind == UNAVAILABLE:
             _logger.warning("Delivery %s for %s v%s: %s (503, MLflow will retry)", delivery_id, name, version, e)

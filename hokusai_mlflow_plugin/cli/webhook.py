@@ -16,9 +16,11 @@ def webhook():
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="gunicorn worker processes.")
+@click.option("--threads", type=click.IntRange(1, 256),
+              help="Threads per worker: decisions in flight at once, each mostly waiting on MLflow (default: 8).")
 @pass_ctx
 @domain_errors
-def webhook_serve(obj, host, port, workers):
+def webhook_serve(obj, host, port, workers, threads):
     """Run the receiver (and every HTTP surface of webhook_app) under gunicorn, in the foreground;
     the settings of --config, the environment and the options above reach its workers."""
     import os
@@ -27,8 +29,9 @@ def webhook_serve(obj, host, port, workers):
 
     from hokusai_mlflow_plugin.config import receiver_problem
     from hokusai_mlflow_plugin.events import sinks
-    from hokusai_mlflow_plugin.stack.local import metrics_dir, receiver_command
+    from hokusai_mlflow_plugin.stack.local import RECEIVER_THREADS, metrics_dir, receiver_command
 
+    threads = threads or RECEIVER_THREADS
     settings = obj.settings
     problem = receiver_problem(settings.webhook_secrets, settings.tracking_uri)
     if problem:
@@ -40,8 +43,8 @@ def webhook_serve(obj, host, port, workers):
         env["HOKUSAI_CONFIG"] = str(obj.config_file)
     # /metrics adds up every worker's counters (prometheus-client's multiprocess mode)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.home / "prometheus" / f"receiver-{port}")))
-    click.echo(f"Receiving MLflow webhooks at http://{host}:{port}/webhooks/mlflow (gunicorn, {workers} workers)", err=True)
-    os.execve(sys.executable, receiver_command(host, port, workers), env)
+    click.echo(f"Receiving MLflow webhooks at http://{host}:{port}/webhooks/mlflow (gunicorn, {workers} workers x {threads} threads)", err=True)
+    os.execve(sys.executable, receiver_command(host, port, workers, threads), env)
 
 
 @webhook.command("install")

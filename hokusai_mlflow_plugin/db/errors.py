@@ -7,6 +7,9 @@ from sqlalchemy import exc
 from hokusai_mlflow_plugin.core.errors import ConfigError, DatabaseUnavailable, HokusaiError, first_line
 
 
+READ_ONLY_SQLSTATE = "25006"  # PostgreSQL's read_only_sql_transaction
+
+
 def guarded(fn, *args, **kwargs):
     """Call ``fn``; a database that cannot be reached becomes ``DatabaseUnavailable`` (try again),
     a value it cannot store an ``invalid`` ``HokusaiError`` (nothing was written either way)."""
@@ -15,6 +18,12 @@ def guarded(fn, *args, **kwargs):
     except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as e:
         cause = getattr(e, "orig", None) or e
         raise DatabaseUnavailable(f"The token database is unreachable: {type(cause).__name__}") from e
+    except exc.InternalError as e:
+        if getattr(e.orig, "sqlstate", None) != READ_ONLY_SQLSTATE:
+            raise
+        # A database that refuses writes (a read-only replica or database, a standby after a
+        # failover): nothing was written; it is the operator's to fix, and a retry to wait for.
+        raise DatabaseUnavailable("The token database refuses writes (it is read-only): point HOKUSAI_DATABASE_URL at the primary.") from e
     except exc.DataError as e:
         # A value the database cannot store (a NUL byte, an over-long name): the request is bad.
         raise HokusaiError(f"The token database cannot store this request: {type(e.orig).__name__}") from e

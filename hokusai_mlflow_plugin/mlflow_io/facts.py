@@ -3,8 +3,11 @@ metrics logged on them. Read, never written (except the outcome tags, by ``tag_o
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
+
+from mlflow.entities.model_registry import ModelVersionTag
 
 from hokusai_mlflow_plugin.core import tags
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call
@@ -39,16 +42,30 @@ class VersionFacts:
         return self.model_metrics.get(name)
 
 
-def fetch(client, model_name: str, version: str) -> VersionFacts:
-    mv = call(client.get_model_version, model_name, str(version))
-    facts = VersionFacts(
-        model_name=mv.name,
-        version=str(mv.version),
-        source=mv.source,
-        run_id=mv.run_id or None,
-        model_id=getattr(mv, "model_id", None) or tags.logged_model_id(mv.source),
-        version_tags=dict(mv.tags or {}),
-    )
+def fetch(client, model_name: str, version: str, created: dict | None = None) -> VersionFacts:
+    """What MLflow knows of the version. ``created``: the data of MLflow's signed
+    ``model_version.created`` delivery, MLflow's own statement of the version it just made (its
+    source, run and the tags of its create request). When its source names the LoggedModel, the
+    version is not read back: one MLflow request fewer per decision. The metrics are always read."""
+    if created is not None and tags.logged_model_id(created.get("source")):
+        facts = VersionFacts(
+            model_name=model_name,
+            version=str(version),
+            source=created["source"],
+            run_id=created.get("run_id") or None,
+            model_id=tags.logged_model_id(created["source"]),
+            version_tags={k: v for k, v in (created.get("tags") or {}).items() if isinstance(v, str)},
+        )
+    else:
+        mv = call(client.get_model_version, model_name, str(version))
+        facts = VersionFacts(
+            model_name=mv.name,
+            version=str(mv.version),
+            source=mv.source,
+            run_id=mv.run_id or None,
+            model_id=getattr(mv, "model_id", None) or tags.logged_model_id(mv.source),
+            version_tags=dict(mv.tags or {}),
+        )
     if facts.model_id:
         try:
             logged = call(client.get_logged_model, facts.model_id)
@@ -83,11 +100,32 @@ def tag_outcome(client, model_name: str, version: str, status: str, reason: str)
     """Show the decision on the model version in the MLflow UI. Failure is logged, not raised:
     the decision is already committed."""
     try:
-        client.set_model_version_tag(model_name, str(version), tags.STATUS, status)
-        client.set_model_version_tag(model_name, str(version), tags.REASON, reason[:5000])
+        set_tag = _version_tagger(client)
+        set_tag(model_name, str(version), tags.STATUS, status)
+        set_tag(model_name, str(version), tags.REASON, reason[:5000])
         return True
     except Exception as e:
         _logger.warning(
             "Could not tag %s version %s with its outcome (%s): %s", model_name, version, status, e
         )
         return False
+
+
+def _version_tagger(client):
+    """``set(name, version, key, value)`` on a model version. Against a tracking server, the
+    registry's REST store itself: ``MlflowClient.set_model_version_tag`` first reads the registered
+    model to refuse prompts (one more request per tag), and a version MLflow announced as a model
+    version is not a prompt's."""
+    uri = client.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return lambda name, version, key, value: client.set_model_version_tag(name, version, key, value)
+    store = _rest_store(uri)
+    return lambda name, version, key, value: store.set_model_version_tag(name, version, ModelVersionTag(key, value))
+
+
+@functools.lru_cache(maxsize=8)
+def _rest_store(uri: str):
+    from mlflow.store.model_registry.rest_store import RestStore
+    from mlflow.utils.credentials import get_default_host_creds
+
+    return RestStore(lambda: get_default_host_creds(uri))

@@ -66,33 +66,41 @@ class Outcome:
 
 class RegistrationService:
     """Decides model versions. ``after_commit`` callbacks run after a registration commits, with
-    the ids of the outbox events it wrote (the events relay's fast path hooks in there)."""
+    the ids of the outbox events it wrote (the events relay's fast path hooks in there).
+    ``tag_later`` (an executor's ``submit``) writes the outcome tags after the answer instead of
+    before it: the receiver's, which must not keep MLflow's webhook delivery waiting on two more
+    MLflow writes; without it (the CLI, the sweep) the tags are written before ``register`` returns."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], client, after_commit: list[Callable[[list[str]], None]] | None = None
+        self, sessions: sessionmaker[Session], client, after_commit: list[Callable[[list[str]], None]] | None = None,
+        tag_later: Callable | None = None,
     ):
         self.sessions = sessions
         self.client = client
         self.after_commit = list(after_commit or [])
+        self.tag_later = tag_later
         self.engine = sessions.kw["bind"]
         self.reads = read_engine(self.engine)
 
-    def register(self, model_name: str, version, *, delivery_id: str | None = None, redecide: bool = False) -> Outcome:
+    def register(
+        self, model_name: str, version, *, delivery_id: str | None = None, redecide: bool = False, created: dict | None = None
+    ) -> Outcome:
         """Decide ``model_name`` version ``version``. ``redecide`` re-runs an earlier rejection (a
-        ``hokusai_token_id`` set later by hand); a registered version is never decided twice."""
+        ``hokusai_token_id`` set later by hand); a registered version is never decided twice.
+        ``created``: the data of MLflow's ``model_version.created`` delivery (``facts.fetch``)."""
         started = time.perf_counter()
-        outcome = self._register(model_name, str(version), delivery_id, redecide)
+        outcome = self._register(model_name, str(version), delivery_id, redecide, created)
         DECISION_SECONDS.observe(time.perf_counter() - started)
         REGISTRATIONS.labels(outcome.status).inc()
         return outcome
 
-    def _register(self, model_name: str, version: str, delivery_id: str | None, redecide: bool) -> Outcome:
+    def _register(self, model_name: str, version: str, delivery_id: str | None, redecide: bool, created: dict | None) -> Outcome:
         earlier = guarded(self.find, model_name, version)
         if earlier is not None and not (redecide and earlier.outcome == OUTCOME_REJECTED):
             return Outcome.of(earlier, DUPLICATE)
 
         try:
-            facts = mlflow_facts.fetch(self.client, model_name, version)  # MlflowUnavailable: try later
+            facts = mlflow_facts.fetch(self.client, model_name, version, created)  # MlflowUnavailable: try later
         except MlflowNotFound:
             return Outcome(IGNORED, f"MLflow has no model '{model_name}' version {version}.", model_name, version)
 
@@ -104,7 +112,11 @@ class RegistrationService:
                 except Exception:
                     _logger.warning("after-commit callback failed", exc_info=True)
         if outcome.status != DUPLICATE:
-            mlflow_facts.tag_outcome(self.client, model_name, version, outcome.status, outcome.reason)
+            tag = (self.client, model_name, version, outcome.status, outcome.reason)
+            if self.tag_later is None:
+                mlflow_facts.tag_outcome(*tag)
+            else:
+                self.tag_later(mlflow_facts.tag_outcome, *tag)
         return outcome
 
     def _record(self, facts, delivery_id: str | None, redecide: bool) -> tuple[Outcome, list[str]]:

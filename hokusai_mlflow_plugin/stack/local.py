@@ -44,10 +44,17 @@ def stack_secrets(home: Path) -> dict:
     return values
 
 
-def receiver_command(host: str, port: int, workers: int) -> list[str]:
-    """gunicorn serving ``webhook_app:create_app()``: the receiver and every HTTP surface."""
+#: threads per gunicorn worker. A decision mostly waits on MLflow: with one thread, two workers
+#: decided 6 versions/s of a burst that MLflow created at 9/s (the lag grew to 16 s); with 8 they
+#: keep pace (bench/bench_burst.py, BENCHMARKS.md).
+RECEIVER_THREADS = 8
+
+
+def receiver_command(host: str, port: int, workers: int, threads: int = RECEIVER_THREADS) -> list[str]:
+    """gunicorn serving ``webhook_app:create_app()``: the receiver and every HTTP surface, in
+    ``workers`` processes of ``threads`` threads (gunicorn's gthread worker)."""
     return [sys.executable, "-m", "gunicorn", "--config", "python:webhook_app.gunicorn_config", "--workers", str(workers),
-            "--bind", f"{host}:{port}", "--access-logfile", "-", "webhook_app:create_app()"]
+            "--threads", str(threads), "--bind", f"{host}:{port}", "--access-logfile", "-", "webhook_app:create_app()"]
 
 
 def metrics_dir(path: Path) -> Path:

@@ -166,7 +166,7 @@ def test_fast_path_delivers_downstream_without_a_relay_worker(stack, monkeypatch
 
     from hokusai_mlflow_plugin.config import load_settings
     from tests.harness import CaptureReceiver
-    from tests.live_stack import created_body, signed_headers
+    from tests.live_stack import signed_headers
     from webhook_app import create_app
 
     secret = "whsec_" + "ZmFzdC1wYXRoLXNlY3JldC1mb3ItdGVzdHMtMzJieXRlcw=="
@@ -186,7 +186,7 @@ def test_fast_path_delivers_downstream_without_a_relay_worker(stack, monkeypatch
             monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
             run_context.reset()
             run_id, version = train_and_register(unique_name, {"auroc": 0.9})
-            body = created_body(unique_name, version)
+            body = stack.created_body(unique_name, version)
             response = app.test_client().post("/webhooks/mlflow", data=body, headers=signed_headers(body, str(uuid.uuid4())))
             assert response.json["status"] == "registered"
         finally:

@@ -22,7 +22,7 @@ from hokusai_mlflow_plugin.mlflow_io.facts import VersionFacts
 from hokusai_mlflow_plugin.core.errors import Unavailable
 from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.registration.service import RegistrationService
-from tests.mlflow_helpers import log_model
+from tests.mlflow_helpers import log_model, train_and_register
 
 
 def service_of(url: str) -> RegistrationService:
@@ -215,3 +215,69 @@ def test_after_commit_callbacks_get_the_committed_event_ids(stack, monkeypatch, 
     written = stack.events(token_id)
     assert calls == [[e.event_id for e in sorted(written, key=lambda e: e.id)]] and len(written) == 2
     assert uuid.UUID(calls[0][0])
+
+
+class CountingClient:
+    """The real MLflow client, counting the calls the decision makes (the burst's cost)."""
+
+    def __init__(self, client):
+        self.client, self.calls = client, []
+
+    def __getattr__(self, name):
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+def test_a_created_delivery_is_decided_on_its_signed_source_without_reading_the_version_back(
+    stack, monkeypatch, receiver_down, unique_name, token_id
+):
+    """A ``model_version.created`` delivery names the version's source (``models:/m-...``) as
+    MLflow resolved it: the decision reads the LoggedModel and the run, never the version; its
+    facts are those of a full read (the stamped version tags come from the same two)."""
+    from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
+
+    stack.create_token(token_id)
+    monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
+    with mlflow.start_run() as run:
+        mlflow.log_metric("auroc", 0.9)
+        version = str(log_model(registered_model_name=unique_name).registered_model_version)
+    mv = stack.client.get_model_version(unique_name, version)
+    created = {"name": unique_name, "version": version, "source": mv.source, "run_id": None, "tags": {}, "description": None}
+
+    counting = CountingClient(stack.client)
+    fast = mlflow_facts.fetch(counting, unique_name, version, created)
+    assert counting.calls == ["get_logged_model", "get_run"]
+    full = mlflow_facts.fetch(stack.client, unique_name, version)
+    assert (fast.run_id, fast.model_id, fast.metric("auroc")) == (full.run_id, full.model_id, full.metric("auroc")) == (run.info.run_id, mv.source.split("/")[-1], 0.9)
+    assert fast.tag("hokusai_token_id") == full.tag("hokusai_token_id") == token_id
+
+    counting.calls.clear()
+    tagged = []
+    service = RegistrationService(stack.sessions, counting, tag_later=lambda fn, *args: tagged.append((fn, args)))
+    outcome = service.register(unique_name, version, created=created)
+    assert outcome.status == "registered" and outcome.run_id == run.info.run_id
+    assert counting.calls == ["get_logged_model", "get_run"]  # the tags wait for tag_later
+    assert "hokusai_status" not in stack.client.get_model_version(unique_name, version).tags
+    (fn, args), = tagged
+    assert fn(*args) is True
+    assert stack.client.get_model_version(unique_name, version).tags["hokusai_status"] == "registered"
+
+
+def test_a_created_delivery_without_a_logged_model_source_reads_the_version(stack, monkeypatch, receiver_down, unique_name, token_id):
+    """A source that names no LoggedModel (``runs:/...``, a path): the version is read back, as
+    before, for its model id and stamped tags."""
+    from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
+
+    monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
+    run_id, version = train_and_register(unique_name, {"auroc": 0.9})
+    counting = CountingClient(stack.client)
+    created = {"name": unique_name, "version": version, "source": f"runs:/{run_id}/model", "run_id": run_id, "tags": {}}
+    facts = mlflow_facts.fetch(counting, unique_name, version, created)
+    assert counting.calls[0] == "get_model_version" and facts.tag("hokusai_token_id") == token_id

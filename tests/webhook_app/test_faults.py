@@ -88,21 +88,12 @@ def written(url: str, token_id: str, name: str, version: str) -> dict:
 
 
 def test_a_database_that_refuses_writes_gets_503_and_nothing_half_written(
-    stack, receiver_down, monkeypatch, tmp_path, unique_name, token_id, request
+    stack, receiver_down, monkeypatch, tmp_path, unique_name, token_id
 ):
     """MLflow delivers while the token database refuses writes: the answer is 503 with
     Retry-After (MLflow retries), nothing is written (no registration row, the token still draft,
     no outbox row) and no outcome tag reaches MLflow. Once it takes writes, the retry decides it.
-
-    KNOWN BUG on PostgreSQL (reported, not fixed here: registration/ and db/errors.py belong to
-    another change): the refusal is an InternalError (SQLSTATE 25006), which db.errors.guarded
-    does not map to DatabaseUnavailable, so the receiver answers 500, not 503; MLflow still retries
-    a 500, and nothing is half-written. The status is checked last, so that on PostgreSQL the rest
-    is checked all the same; the strict xfail turns into a failure once the bug is fixed: then
-    remove the marker."""
-    if stack.kind == "postgresql":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="BUG: a read-only PostgreSQL (InternalError, 25006) gets 500, not 503: db.errors.guarded"))
+    (PostgreSQL's refusal is an InternalError, SQLSTATE 25006: ``db.errors.guarded`` maps it.)"""
     with writable_then_read_only(stack.kind, tmp_path, monkeypatch) as (url, inspect_url, read_only, writable):
         with session_factory(inspect_url).begin() as s:
             s.add(Token(token_id=token_id, metric_name="auroc", baseline_value=0.82))

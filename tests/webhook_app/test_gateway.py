@@ -51,6 +51,7 @@ def test_a_training_client_logs_and_registers_through_the_gateway(pg_stack, gate
     assert pg_stack.token(token_id)["mlflow_run_id"] == run.info.run_id
     direct = pg_stack.client.get_run(run.info.run_id)
     assert direct.data.tags["mlflow.user"] == "alice" and direct.info.user_id == "alice"  # who trained this
+    assert pg_stack.wait_tag(unique_name, version, "hokusai_status") == "registered"  # tagged after the answer
     assert MlflowClient().search_model_versions(f"name = '{unique_name}'")[0].tags["hokusai_status"] == "registered"
     loaded = mlflow.sklearn.load_model(f"models:/{unique_name}/{version}")  # artifacts through the gateway
     assert loaded.predict([[0.0, 0.0, 0.0]]).shape == (1,)

@@ -169,7 +169,7 @@ def test_replayed_delivery_is_a_duplicate(stack, monkeypatch, unique_name, token
     monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
     _, version = train_and_register(unique_name, {"auroc": 0.9})
     assert stack.wait_decided(unique_name, version).outcome == "registered"
-    body, delivery = created_body(unique_name, version), str(uuid.uuid4())
+    body, delivery = stack.created_body(unique_name, version), str(uuid.uuid4())
     for _ in range(3):
         response = post(stack, body, delivery)
         assert response.status_code == 200
@@ -208,7 +208,7 @@ def test_twenty_concurrent_deliveries_give_one_registration(stack, monkeypatch, 
     stack.create_token(token_id)
     version = _create_while_receiver_down(stack, monkeypatch, unique_name, token_id)
     assert stack.registration(unique_name, version) is None
-    responses = _blast(receiver_down, [created_body(unique_name, version)] * 20)
+    responses = _blast(receiver_down, [stack.created_body(unique_name, version)] * 20)
     statuses = sorted(r.json()["status"] for r in responses)
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
     assert statuses.count("registered") == 1 and statuses.count("duplicate") == 19
@@ -221,7 +221,7 @@ def test_two_versions_racing_for_one_token(stack, monkeypatch, receiver_down, un
     stack.create_token(token_id)
     a = _create_while_receiver_down(stack, monkeypatch, unique_name + "-a", token_id)
     b = _create_while_receiver_down(stack, monkeypatch, unique_name + "-b", token_id)
-    bodies = [created_body(unique_name + "-a", a), created_body(unique_name + "-b", b)] * 5
+    bodies = [stack.created_body(unique_name + "-a", a), stack.created_body(unique_name + "-b", b)] * 5
     responses = _blast(receiver_down, bodies)
     assert all(r.status_code == 200 for r in responses)
     decided = [stack.registration(unique_name + "-a", a), stack.registration(unique_name + "-b", b)]
@@ -275,7 +275,7 @@ def test_database_unreachable_gets_503_and_writes_nothing(stack, monkeypatch, ca
             "MLFLOW_TRACKING_URI": stack.mlflow.url,
         }
     ).test_client()
-    body = created_body(unique_name, version)
+    body = stack.created_body(unique_name, version)
     with caplog.at_level(logging.DEBUG):
         response = down.post("/webhooks/mlflow", data=body, headers=signed_headers(body))
         ready = down.get("/ready")
@@ -298,7 +298,7 @@ def test_a_failure_inside_the_transaction_leaves_nothing_half_written(stack, mon
     # The database fails at the last write, the outbox events: after the token's compare-and-set
     # and the registration row (on PostgreSQL all of them are one statement).
     with _outbox_insert_fails(stack.db_url):
-        response = post(receiver_down, created_body(unique_name, version))
+        response = post(receiver_down, stack.created_body(unique_name, version))
     assert response.status_code == 503
     assert stack.registration(unique_name, version) is None
     assert stack.token(token_id) == before
@@ -306,7 +306,7 @@ def test_a_failure_inside_the_transaction_leaves_nothing_half_written(stack, mon
     assert "hokusai_status" not in stack.client.get_model_version(unique_name, version).tags
 
     # the database is back: MLflow's retry (or the sweep) decides it
-    response = post(receiver_down, created_body(unique_name, version))
+    response = post(receiver_down, stack.created_body(unique_name, version))
     assert response.status_code == 200 and response.json()["status"] == "registered"
 
 
@@ -351,7 +351,7 @@ def test_secrets_never_reach_the_logs(stack, monkeypatch, caplog, unique_name, t
         replica = stack.replica()  # an app started while the logs are captured (its start-up too)
         _, version = train_and_register(unique_name, {"auroc": 0.9})
         stack.wait_decided(unique_name, version)
-        body = created_body(unique_name, version)
+        body = stack.created_body(unique_name, version)
         post(stack, body)
         post(replica, body)
         replica.release()
