@@ -1,10 +1,13 @@
 """The reconcile sweep: decide the model versions of draft tokens that no webhook decided (MLflow
 fires webhooks once, fire-and-forget; a receiver that was down loses them).
 
-It looks at (1) the versions found by ``tags.hokusai_token_id`` for each draft token, and (2) the
-versions created since the last sweep (newest first, with an overlap), whose LoggedModel or run may
-carry the tag although the version does not. Its cost grows with the versions created since the
-last sweep, not with the size of the registry.
+It looks at (1) the versions created since the last sweep (newest first, with an overlap), whose
+version, LoggedModel or run carries a draft's token id, and (2) the versions found by
+``tags.hokusai_token_id`` for up to ``DRAFT_SEARCHES`` draft tokens, taken in turn from one sweep to
+the next: a version tagged by hand long after its creation, or created before its token, whose
+webhook was lost. Its cost grows with the versions created since the last sweep, plus a bounded
+number of searches, never with the size of the registry nor with the drafts waiting (a token whose
+versions were all rejected stays a draft: there may be thousands).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from hokusai_mlflow_plugin.registration.service import Outcome, RegistrationServ
 _logger = logging.getLogger(__name__)
 
 WATERMARK = "reconcile.newest_creation_ms"
+DRAFT_CURSOR = "reconcile.draft_cursor"  # the last draft searched by tag: the next sweep goes on after it
+DRAFT_SEARCHES = 20  # drafts searched by tag per sweep: each is one MLflow search
 LAST_SWEEP = "reconcile.last_sweep"  # JSON: when the last sweep ended, and how many it decided
 OVERLAP_MS = 5 * 60 * 1000  # versions created while the last sweep ran, clocks a little apart
 PAGE = 200
@@ -49,58 +54,76 @@ def _undecided(session, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
     return keys - decided
 
 
-def _drafts_and_watermark(sessions) -> tuple[set[str], int]:
+def _drafts_and_state(sessions) -> tuple[list[str], int, str]:
     with sessions() as session:
-        drafts = set(session.scalars(sa.select(Token.token_id).where(Token.status == DRAFT)))
-        state = session.get(SweepState, WATERMARK)
-        return drafts, int(state.value) if state else 0
+        drafts = sorted(session.scalars(sa.select(Token.token_id).where(Token.status == DRAFT)))
+        watermark, cursor = session.get(SweepState, WATERMARK), session.get(SweepState, DRAFT_CURSOR)
+        return drafts, int(watermark.value) if watermark else 0, cursor.value if cursor else ""
 
 
-def _undecided_of(sessions, found, recent):
+def in_turn(drafts: list[str], cursor: str, limit: int) -> list[str]:
+    """The ``limit`` drafts after ``cursor`` in order, wrapping around: every draft is searched
+    once in ``len(drafts) / limit`` sweeps."""
+    after = [t for t in drafts if t > cursor]
+    return (after + [t for t in drafts if t <= cursor])[:limit]
+
+
+def _undecided_of(sessions, keys):
     with sessions() as session:
-        return _undecided(session, recent - found), _undecided(session, found)
+        return _undecided(session, keys)
 
 
-def _save_watermark(sessions, newest: int) -> None:
+def _save_state(sessions, newest: int, cursor: str | None) -> None:
     with sessions.begin() as session:
         state = session.get(SweepState, WATERMARK)
         if state is None:
             session.add(SweepState(key=WATERMARK, value=str(newest)))
         elif int(state.value) < newest:
             state.value = str(newest)
+        if cursor is not None:
+            session.merge(SweepState(key=DRAFT_CURSOR, value=cursor))
 
 
-def reconcile_once(service: RegistrationService) -> list[Outcome]:
+def _recent(client, since: int) -> tuple[set[tuple[str, str]], int]:
+    """The versions created since ``since`` (less the overlap), and the newest creation time."""
+    newest, recent = since, set()
+    for mv in _search(client, None, ["creation_timestamp DESC"]):
+        if mv.creation_timestamp < since - OVERLAP_MS:
+            break
+        newest = max(newest, mv.creation_timestamp)
+        recent.add((mv.name, str(mv.version)))
+    return recent, newest
+
+
+def _found(service, drafts: list[str], since: int, cursor: str, searches: int):
+    """The undecided versions of draft tokens this sweep finds, the new watermark and cursor."""
     client, sessions = service.client, service.sessions
-    drafts, since = guarded(_drafts_and_watermark, sessions)
+    draft_set, found = set(drafts), set()
+    recent, newest = _recent(client, since)
+    for name, version in sorted(guarded(_undecided_of, sessions, recent)):
+        try:
+            facts = mlflow_facts.fetch(client, name, version)
+        except MlflowNotFound:
+            continue  # deleted since it was listed
+        if token_id_of(facts)[0] in draft_set:
+            found.add((name, version))
+    searched = in_turn(drafts, cursor, searches)
+    for token_id in searched:
+        # ILIKE: a tag typed by hand in the UI may be 'xray' for token XRAY
+        for mv in _search(client, f"tags.{tags.TOKEN_ID} ILIKE '{token_id}'"):
+            found.add((mv.name, str(mv.version)))
+    return guarded(_undecided_of, sessions, found), newest, (searched[-1] if searched else None)
+
+
+def reconcile_once(service: RegistrationService, searches: int = DRAFT_SEARCHES) -> list[Outcome]:
+    """One sweep; ``searches``: how many drafts to search by tag (``DRAFT_SEARCHES``)."""
+    sessions = service.sessions
+    drafts, since, cursor = guarded(_drafts_and_state, sessions)
     if not drafts:
         guarded(_save_last_sweep, sessions, 0)
         return []
-
     try:
-        found: set[tuple[str, str]] = set()
-        for token_id in sorted(drafts):
-            # ILIKE: a tag typed by hand in the UI may be 'xray' for token XRAY
-            for mv in _search(client, f"tags.{tags.TOKEN_ID} ILIKE '{token_id}'"):
-                found.add((mv.name, str(mv.version)))
-
-        newest = since
-        recent: set[tuple[str, str]] = set()
-        for mv in _search(client, None, ["creation_timestamp DESC"]):
-            if mv.creation_timestamp < since - OVERLAP_MS:
-                break
-            newest = max(newest, mv.creation_timestamp)
-            recent.add((mv.name, str(mv.version)))
-
-        recent, found = guarded(_undecided_of, sessions, found, recent)
-        for name, version in sorted(recent):
-            try:
-                facts = mlflow_facts.fetch(client, name, version)
-            except MlflowNotFound:
-                continue  # deleted since it was listed
-            token_id, _ = token_id_of(facts)
-            if token_id in drafts:
-                found.add((name, version))
+        found, newest, cursor = _found(service, drafts, since, cursor, searches)
     except MlflowUnavailable as e:
         raise MlflowUnavailable(f"reconcile could not read MLflow: {e}") from e
 
@@ -110,7 +133,7 @@ def reconcile_once(service: RegistrationService) -> list[Outcome]:
         _logger.info("reconcile: model %r version %s -> %s", name, version, outcome.status)
         outcomes.append(outcome)
 
-    guarded(_save_watermark, sessions, newest)
+    guarded(_save_state, sessions, newest, cursor)
     guarded(_save_last_sweep, sessions, len(outcomes))
     RECONCILE_SWEEPS.labels("ok").inc()
     for outcome in outcomes:

@@ -1,0 +1,80 @@
+"""The reconcile sweep's cost is bounded: the versions created since the last sweep, plus a fixed
+number of tag searches for drafts taken in turn (never one search per draft waiting)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import mlflow
+import sqlalchemy as sa
+
+from hokusai_mlflow_plugin.db.models import SweepState, Token
+from hokusai_mlflow_plugin.registration.reconcile import WATERMARK, in_turn, reconcile_once
+from hokusai_mlflow_plugin.registration.service import RegistrationService
+from tests.mlflow_helpers import log_model
+
+
+def test_drafts_are_taken_in_turn_and_wrap_around():
+    drafts = ["A", "B", "C", "D", "E"]
+    assert in_turn(drafts, "", 2) == ["A", "B"]
+    assert in_turn(drafts, "B", 2) == ["C", "D"]
+    assert in_turn(drafts, "D", 2) == ["E", "A"]
+    assert in_turn(drafts, "C2", 2) == ["D", "E"]  # a cursor whose draft is gone since
+    assert in_turn(drafts, "", 10) == drafts
+    assert in_turn([], "X", 3) == []
+
+
+class SearchCounter:
+    """The real MlflowClient, counting its searches of model versions."""
+
+    def __init__(self, client):
+        self.client, self.searches = client, 0
+
+    def search_model_versions(self, *args, **kwargs):
+        self.searches += 1
+        return self.client.search_model_versions(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_an_old_version_of_a_draft_is_found_in_turn_with_bounded_searches(stack, monkeypatch, receiver_down, unique_name, token_id):
+    """A version whose webhook was lost and that is older than the sweep's window (created before
+    its token, or tagged by hand later): only the tag search finds it. With many drafts waiting, each
+    sweep searches ``searches`` of them, so its MLflow searches stay bounded, and the version is
+    decided within ``drafts / searches`` sweeps."""
+    monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
+    with mlflow.start_run():
+        mlflow.log_metric("auroc", 0.9)
+        version = str(log_model(registered_model_name=unique_name).registered_model_version)
+    stack.create_token(token_id)  # the token comes after its version: no webhook decided it
+    for _ in range(12):
+        stack.create_token(f"RC-{uuid.uuid4().hex[:10].upper()}")  # drafts that wait
+    with stack.sessions() as s:
+        drafts = s.scalar(sa.select(sa.func.count()).select_from(Token).where(Token.status == "draft"))
+    client = SearchCounter(stack.client)
+    service = RegistrationService(stack.sessions, client)
+    searches = 5
+    with stack.sessions() as s:
+        saved = s.get(SweepState, WATERMARK)
+        saved = saved.value if saved else "0"
+    try:
+        sweep = _sweep_until_decided(stack, service, client, searches, unique_name, version)
+    finally:  # the stack is the session's: later tests' sweeps need the real window
+        with stack.sessions.begin() as s:
+            s.merge(SweepState(key=WATERMARK, value=saved))
+    assert stack.registration(unique_name, version).outcome == "registered"
+    assert sweep <= drafts // searches + 1, (sweep, drafts)  # each draft once per round
+
+
+def _sweep_until_decided(stack, service, client, searches, name, version) -> int:
+    for sweep in range(200):
+        with stack.sessions.begin() as s:  # the version is out of the window of new versions
+            s.merge(SweepState(key=WATERMARK, value=str(int(time.time() * 1000) + 3_600_000)))
+        client.searches = 0
+        outcomes = reconcile_once(service, searches=searches)
+        assert client.searches <= 1 + searches  # one page of new versions (none), then the drafts' searches
+        if any((o.model_name, o.model_version) == (name, version) for o in outcomes):
+            return sweep
+    raise AssertionError("the tag search never reached the token")
