@@ -166,16 +166,9 @@ class Child:
 
     def children(self) -> list[int]:
         """Our child's own children (Linux /proc), for those that leave its group."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:  # ppid
-                    pids.append(int(entry.name))
-        return pids
+        from hokusai_mlflow_plugin.stack.process import processes_where
+
+        return processes_where(ppid=self.proc.pid)
 
     def tail(self, lines: int = 20) -> str:
         try:

@@ -179,6 +179,12 @@ def _listening_inodes(port: int) -> set[str] | None:
 
 def _group_pids(pgid: int) -> list[int]:
     """The processes of process group ``pgid`` (our child leads its own group)."""
+    return processes_where(pgrp=pgid)
+
+
+def processes_where(ppid: int | None = None, pgrp: int | None = None) -> list[int]:
+    """The pids of the processes whose parent is ``ppid`` or whose process group is ``pgrp``
+    (Linux ``/proc``; empty elsewhere)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -187,7 +193,8 @@ def _group_pids(pgid: int) -> list[int]:
             except OSError:
                 continue
             # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after its ")"
-            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+            fields = stat.rsplit(")", 1)[1].split()
+            if (ppid is not None and int(fields[1]) == ppid) or (pgrp is not None and int(fields[2]) == pgrp):
                 pids.append(int(entry.name))
     return pids
 
