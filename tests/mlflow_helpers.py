@@ -36,3 +36,25 @@ def train_and_register(model_name: str, metrics: dict[str, float], params: dict 
         mlflow.log_metrics(metrics)
         info = log_model(registered_model_name=model_name)
     return run.info.run_id, str(info.registered_model_version)
+
+
+class CountingClient:
+    """The real MLflow client, recording the name of each call made through it (what a decision
+    or a sweep costs MLflow)."""
+
+    def __init__(self, client):
+        self.client, self.calls = client, []
+
+    def count(self, name: str) -> int:
+        return self.calls.count(name)
+
+    def __getattr__(self, name):
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return counted

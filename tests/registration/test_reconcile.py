@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from hokusai_mlflow_plugin.db.models import SweepState, Token
 from hokusai_mlflow_plugin.registration.reconcile import WATERMARK, in_turn, reconcile_once
 from hokusai_mlflow_plugin.registration.service import RegistrationService
-from tests.mlflow_helpers import log_model
+from tests.mlflow_helpers import CountingClient, log_model
 
 
 def test_drafts_are_taken_in_turn_and_wrap_around():
@@ -23,20 +23,6 @@ def test_drafts_are_taken_in_turn_and_wrap_around():
     assert in_turn(drafts, "C2", 2) == ["D", "E"]  # a cursor whose draft is gone since
     assert in_turn(drafts, "", 10) == drafts
     assert in_turn([], "X", 3) == []
-
-
-class SearchCounter:
-    """The real MlflowClient, counting its searches of model versions."""
-
-    def __init__(self, client):
-        self.client, self.searches = client, 0
-
-    def search_model_versions(self, *args, **kwargs):
-        self.searches += 1
-        return self.client.search_model_versions(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.client, name)
 
 
 def test_an_old_version_of_a_draft_is_found_in_turn_with_bounded_searches(stack, monkeypatch, receiver_down, unique_name, token_id):
@@ -53,7 +39,7 @@ def test_an_old_version_of_a_draft_is_found_in_turn_with_bounded_searches(stack,
         stack.create_token(f"RC-{uuid.uuid4().hex[:10].upper()}")  # drafts that wait
     with stack.sessions() as s:
         drafts = s.scalar(sa.select(sa.func.count()).select_from(Token).where(Token.status == "draft"))
-    client = SearchCounter(stack.client)
+    client = CountingClient(stack.client)
     service = RegistrationService(stack.sessions, client)
     searches = 5
     with stack.sessions() as s:
@@ -72,9 +58,9 @@ def _sweep_until_decided(stack, service, client, searches, name, version) -> int
     for sweep in range(200):
         with stack.sessions.begin() as s:  # the version is out of the window of new versions
             s.merge(SweepState(key=WATERMARK, value=str(int(time.time() * 1000) + 3_600_000)))
-        client.searches = 0
+        client.calls.clear()
         outcomes = reconcile_once(service, searches=searches)
-        assert client.searches <= 1 + searches  # one page of new versions (none), then the drafts' searches
+        assert client.count("search_model_versions") <= 1 + searches  # one page of new versions (none), then the drafts' searches
         if any((o.model_name, o.model_version) == (name, version) for o in outcomes):
             return sweep
     raise AssertionError("the tag search never reached the token")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hokusai_mlflow_plugin.plugins import run_context
 from hokusai_mlflow_plugin.cli import main as cli
 from hokusai_mlflow_plugin.db.session import get_engine
-from tests.mlflow_helpers import log_model, train_and_register
+from tests.mlflow_helpers import CountingClient, log_model, train_and_register
 from tests.live_stack import RECEIVER_SECRET, created_body, signed_headers
 from webhook_app import create_app
 from webhook_app.signature import WebhookConfigurationError
@@ -417,21 +417,6 @@ def test_arbitrary_requests_never_get_a_500(stack, body, headers, sign_it):
     assert response.is_json
 
 
-class CountingClient:
-    """A real MlflowClient that counts the per-version look-ups the sweep makes."""
-
-    def __init__(self, client):
-        self._client = client
-        self.version_reads = 0
-
-    def get_model_version(self, *args, **kwargs):
-        self.version_reads += 1
-        return self._client.get_model_version(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-
 def test_reconcile_cost_follows_new_versions_not_the_registry(stack, monkeypatch, receiver_down, unique_name, token_id):
     from hokusai_mlflow_plugin.registration.reconcile import reconcile_once
     from hokusai_mlflow_plugin.registration.service import RegistrationService
@@ -440,13 +425,13 @@ def test_reconcile_cost_follows_new_versions_not_the_registry(stack, monkeypatch
     client = CountingClient(stack.client)
     service = RegistrationService(stack.sessions, client)
     reconcile_once(service)  # settles whatever earlier tests left; sets the watermark
-    client.version_reads = 0
-    assert reconcile_once(service) == [] and client.version_reads == 0  # nothing new: no per-version reads
+    client.calls.clear()
+    assert reconcile_once(service) == [] and client.count("get_model_version") == 0  # nothing new: no per-version reads
 
     version = _create_while_receiver_down(stack, monkeypatch, unique_name, token_id)
     outcomes = reconcile_once(service)
     assert [(o.model_name, o.model_version, o.status) for o in outcomes] == [(unique_name, version, "registered")]
-    assert client.version_reads <= 2  # the new version's facts, and register() reading it
+    assert client.count("get_model_version") <= 2  # the new version's facts, and register() reading it
 
 
 @pytest.mark.parametrize(
