@@ -33,7 +33,10 @@ setup(
         # (one source of truth); pydantic itself comes with mlflow.
         "flask-openapi3>=4.0,<5",
         "urllib3>=2",  # the API client's retries of 503 with Retry-After
-        "flask-limiter>=3.5,<5",  # the MLflow gateway's per-key rate limit (Redis storage when configured)
+        # The MLflow gateway: asyncio under gunicorn (a threaded WSGI hop cost too much, BENCHMARKS.md).
+        "aiohttp>=3.10,<4",  # its server and its pool of connections to MLflow (mlflow itself needs aiohttp)
+        "uvloop>=0.19",  # gunicorn's aiohttp worker on uvloop: a quarter less time per hop than asyncio's loop
+        "limits>=4.0,<6",  # its per-key rate limit (Flask-Limiter's engine; Redis storage when configured)
         "prometheus-client>=0.20",  # /metrics, multiprocess mode under gunicorn
         "flask-wtf>=1.2",  # the console's CSRF tokens on every form that changes state
     ],

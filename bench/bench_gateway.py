@@ -1,9 +1,9 @@
 """The MLflow gateway against MLflow direct, side by side in one run (issue 11).
 
 * The run loop: ``start_run`` + 10 x ``log_metric`` + ``end_run`` with ``MlflowClient``, through the
-  gateway (``/mlflow`` of the receiver under gunicorn, 1 sync worker, the key checked on every
-  request on PostgreSQL) against the same loop direct to ``mlflow server --workers 1``. Loops
-  alternate between the two. Goal: gateway / direct <= 1.15 (ratio of medians).
+  gateway (``hokusai gateway serve``'s gunicorn, 1 aiohttp worker, keys on PostgreSQL) against the
+  same loop direct to ``mlflow server --workers 1``. Loops alternate between the two. Goal:
+  gateway / direct <= 1.15 (ratio of medians).
 * Artifacts: upload and download of one file (``log_artifact``, ``download_artifacts``) through the
   gateway against direct, in MB/s. Goal: gateway / direct >= 0.8.
 
@@ -44,7 +44,7 @@ def main() -> None:
     from mlflow import MlflowClient
 
     from hokusai_mlflow_plugin.auth import keys
-    from hokusai_mlflow_plugin.stack.local import receiver_command
+    from hokusai_mlflow_plugin.stack.local import gateway_command
     from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
 
     print(benchlib.machine_facts())
@@ -53,9 +53,8 @@ def main() -> None:
         with b.sessions.begin() as s:
             key = keys.create(s, "bench", ("register",)).key
         port = free_port()
-        env = {**os.environ, "HOKUSAI_DATABASE_URL": b.db_url, "HOKUSAI_WEBHOOK_SECRET": "bench",
-               "MLFLOW_TRACKING_URI": b.mlflow.url, "HOKUSAI_GATEWAY_RATE_LIMIT": "100000/minute", "HOKUSAI_LOG_LEVEL": "WARNING"}
-        gateway = ManagedProcess("gateway", receiver_command("127.0.0.1", port, 1), env, b.workdir / "gateway.log").start()
+        env = {**os.environ, "HOKUSAI_DATABASE_URL": b.db_url, "HOKUSAI_MLFLOW_INTERNAL_URI": b.mlflow.url, "HOKUSAI_GATEWAY_RATE_LIMIT": "100000/minute", "HOKUSAI_LOG_LEVEL": "WARNING"}
+        gateway = ManagedProcess("gateway", gateway_command("127.0.0.1", port, 1), env, b.workdir / "gateway.log").start()
         try:
             gateway.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
             os.environ["MLFLOW_TRACKING_TOKEN"] = key  # sent to both: MLflow direct ignores it

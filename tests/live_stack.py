@@ -3,11 +3,14 @@ receiver (Flask app over real HTTP on loopback), on a token database of the same
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sqlalchemy as sa
 from mlflow import MlflowClient
@@ -16,8 +19,11 @@ from werkzeug.serving import make_server
 from hokusai_mlflow_plugin.db.migrate import upgrade
 from hokusai_mlflow_plugin.db.models import OutboxEvent, Registration, Token
 from hokusai_mlflow_plugin.db.session import session_factory
+from hokusai_mlflow_plugin.stack.local import gateway_command
+from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
 from tests.harness import MlflowServer, ReservedPort
 from webhook_app import create_app
+from webhook_app.gateway import create_app as create_gateway
 from webhook_app.signature import sign
 
 RECEIVER_SECRET = "receiver-secret-for-tests"
@@ -65,6 +71,66 @@ class ReceiverThread:
             relay.stop()
 
 
+class GatewayThread:
+    """``webhook_app.gateway.create_app(config)`` on its own event loop in a thread of this
+    process, on a reserved loopback port (for a gateway in front of a test's own MLflow stand-in)."""
+
+    def __init__(self, config: dict):
+        self.app = create_gateway(config)
+        self._reserved = ReservedPort()
+        self.port = self._reserved.port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "GatewayThread":
+        from aiohttp import web
+
+        started = threading.Event()
+
+        def serve():
+            self._loop = loop = asyncio.new_event_loop()
+            runner = web.AppRunner(self.app, access_log=None)
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.SockSite(runner, self._reserved.listen()).start())
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="hokusai-test-gateway", daemon=True)
+        self._thread.start()
+        if not started.wait(30):
+            raise RuntimeError("the gateway did not start in 30 s")
+        return self
+
+    def release(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._loop = None
+        self._reserved.release()
+
+
+def gateway_process(db_url: str, internal_uri: str, log: Path, **env) -> tuple[ManagedProcess, str]:
+    """``hokusai gateway serve``'s gunicorn (one aiohttp worker) in front of ``internal_uri``; its
+    base URL. Stop the process when done."""
+    port = free_port()
+    environ = {**os.environ, "HOKUSAI_DATABASE_URL": db_url, "HOKUSAI_MLFLOW_INTERNAL_URI": internal_uri,
+               "HOKUSAI_LOG_LEVEL": "WARNING", **env}
+    process = ManagedProcess("gateway", gateway_command("127.0.0.1", port, 1), environ, log).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_http(url + "/health", timeout=60)
+    except BaseException:
+        process.stop()
+        raise
+    return process, url
+
+
 @dataclass
 class Stack:
     kind: str
@@ -73,6 +139,7 @@ class Stack:
     receiver: ReceiverThread = None
     webhook_id: str = ""
     client: MlflowClient = field(init=False)
+    _gateway: tuple | None = None
 
     def __post_init__(self):
         self.client = MlflowClient(tracking_uri=self.mlflow.url, registry_uri=self.mlflow.url)
@@ -102,9 +169,19 @@ class Stack:
         """Another receiver on the stack's database, on its own port, which MLflow does not call."""
         return ReceiverThread(self.receiver_config).start()
 
+    @property
+    def gateway_url(self) -> str:
+        """The stack's MLflow gateway (``hokusai gateway serve``, a process of its own), started at
+        first use: its base URL, ``/mlflow`` not included."""
+        if self._gateway is None:
+            self._gateway = gateway_process(self.db_url, self.mlflow.url, self.mlflow.workdir / "gateway.log")
+        return self._gateway[1]
+
     def stop(self) -> None:
         if self.receiver:
             self.receiver.release()
+        if self._gateway is not None:
+            self._gateway[0].stop()
 
     # -- the token database ---------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Flask adapter that receives MLflow registry webhooks (DESIGN.md, step 3).
 
 Production: ``gunicorn 'webhook_app:create_app()'`` (see the README); ``hokusai webhook serve``
-runs Flask's development server for local use.
+runs it under gunicorn too. The MLflow gateway (``/mlflow``) is a process of its own:
+``webhook_app.gateway``.
 """
 
 from __future__ import annotations
@@ -40,30 +41,23 @@ def create_app(test_config: dict | None = None) -> Flask:
         HOKUSAI_SETTINGS=settings,  # sinks and retry policy of the in-process relay
         HOKUSAI_RELAY=True,
         HOKUSAI_RELAY_POLL=1.0,  # seconds; the relay is also woken the moment a registration commits
-        HOKUSAI_MLFLOW_INTERNAL_URI=settings.mlflow_internal_uri,  # default: MLFLOW_TRACKING_URI, below
-        HOKUSAI_GATEWAY_CONNECT_TIMEOUT=settings.gateway_connect_timeout,
-        HOKUSAI_GATEWAY_READ_TIMEOUT=settings.gateway_read_timeout,
-        HOKUSAI_GATEWAY_RATE_LIMIT=settings.gateway_rate_limit,
     )
     if test_config:
         app.config.update(test_config)
     problem = receiver_problem(app.config["HOKUSAI_WEBHOOK_SECRETS"], app.config["MLFLOW_TRACKING_URI"])
     if problem:
         raise WebhookConfigurationError(problem)
-    app.config["HOKUSAI_MLFLOW_INTERNAL_URI"] = app.config["HOKUSAI_MLFLOW_INTERNAL_URI"] or app.config["MLFLOW_TRACKING_URI"]
     # The receiver answers MLflow within its short retry window: fail fast on an unreachable
     # MLflow (503, MLflow retries, the reconcile sweep catches the rest) instead of MLflow's
     # default minutes of client-side retries. Operators may still set these themselves.
     fail_fast_by_default()
-    _configure_logging(app.config["HOKUSAI_SETTINGS"].log_level)
+    configure_logging(app.config["HOKUSAI_SETTINGS"].log_level)
     _wire(app)
 
-    from webhook_app import api, gateway, views
-    from webhook_app import console
+    from webhook_app import api, console, views
 
     app.register_blueprint(views.bp)
     api.init_app(app)
-    gateway.init_app(app)
     console.init_app(app)
     app.register_error_handler(413, lambda e: ({"error": "body too large", "limit": app.config["MAX_CONTENT_LENGTH"]}, 413))
     app.register_error_handler(500, lambda e: ({"error": "internal error"}, 500))  # JSON, no page
@@ -94,7 +88,7 @@ def _wire(app: Flask) -> None:
         app.before_request(lambda: relay.ensure_started())
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     for name in ("hokusai_mlflow_plugin", "webhook_app"):
         logger = logging.getLogger(name)
         logger.setLevel(level)

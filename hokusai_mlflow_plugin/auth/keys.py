@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hokusai_mlflow_plugin.core.errors import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZED, HokusaiError
-from hokusai_mlflow_plugin.db.models import ApiKey, utcnow
+from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, ApiKey, utcnow
 
 READ, REGISTER, ADMIN = "read", "register", "admin"
 SCOPES = (READ, REGISTER, ADMIN)  # each includes the ones before it
@@ -120,11 +120,16 @@ def list_keys(session: Session, limit: int = 1000) -> list[ApiKey]:
 
 
 def revoke(session: Session, key_id: str) -> ApiKey:
+    """Revoke a key. On PostgreSQL the commit also NOTIFYs ``KEYS_CHANNEL``: every gateway that
+    remembers the key forgets it then (``auth.key_cache``)."""
     row = session.scalars(sa.select(ApiKey).where(ApiKey.key_id == key_id.strip().lower())).one_or_none()
     if row is None:
         raise ApiKeyError(f"No API key '{key_id}': see 'hokusai apikey list'.", NOT_FOUND)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        session.flush()
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(sa.select(sa.func.pg_notify(KEYS_CHANNEL, row.key_id)))
     return row
 
 
@@ -137,15 +142,36 @@ _TOUCH = (
 _UNKNOWN = digest("no key has this secret")  # compared against for unknown ids: same work either way
 
 
-def authenticate(conn: sa.Connection, key: str | None, now: datetime | None = None) -> Caller:
-    """The caller a key names; ``NotAuthenticated`` for a missing, malformed, unknown, revoked
-    or expired key. Records the key's use at most once a minute, so that reads stay reads."""
+def bearer(header: str | None) -> str | None:
+    """The key an ``Authorization: Bearer hk_...`` header sends; None without the header."""
+    if not header:
+        return None
+    kind, _, value = header.partition(" ")
+    if kind.lower() != "bearer" or not value.strip():
+        raise NotAuthenticated("The Authorization header must be 'Bearer hk_...'.")
+    return value.strip()
+
+
+def split(key: str | None) -> tuple[str, str]:
+    """``hk_<key id>_<secret>`` -> ``(key id, secret)``; ``NotAuthenticated`` for a missing or
+    malformed key."""
     if not key:
         raise NotAuthenticated("An API key is required: send 'Authorization: Bearer hk_...'.")
     match = _KEY.fullmatch(key.strip())
     if match is None:
         raise NotAuthenticated("The API key is malformed: it has the form hk_<key id>_<secret>.")
-    key_id, secret = match.groups()
+    return match.group(1), match.group(2)
+
+
+def authenticate(conn: sa.Connection, key: str | None, now: datetime | None = None) -> Caller:
+    """The caller a key names; ``NotAuthenticated`` for a missing, malformed, unknown, revoked
+    or expired key. Records the key's use at most once a minute, so that reads stay reads."""
+    return verified(conn, key, now)[0]
+
+
+def verified(conn: sa.Connection, key: str | None, now: datetime | None = None) -> tuple[Caller, datetime | None]:
+    """``authenticate``, and the key's expiry: what a cache of good keys needs to keep one."""
+    key_id, secret = split(key)
     row = conn.execute(_FIND, {"key_id": key_id}).one_or_none()
     matches = hmac.compare_digest(digest(secret), row.secret_sha256 if row else _UNKNOWN)
     if row is None or not matches:
@@ -157,7 +183,8 @@ def authenticate(conn: sa.Connection, key: str | None, now: datetime | None = No
         raise NotAuthenticated(f"API key {key_id} expired: create a new one with 'hokusai apikey create'.")
     if row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_EVERY:
         conn.execute(_TOUCH, {"touched_key_id": key_id, "now": now})
-    return Caller(key_id, row.name, tuple(row.scopes.split(",")))
+    expires_at = _aware(row.expires_at) if row.expires_at is not None else None
+    return Caller(key_id, row.name, tuple(row.scopes.split(","))), expires_at
 
 
 def require(caller: Caller, scope: str) -> None:

@@ -20,6 +20,7 @@ DRAFT, REGISTERED, DEPLOYED, ARCHIVED = "draft", "registered", "deployed", "arch
 TOKEN_STATUSES = (DRAFT, REGISTERED, DEPLOYED, ARCHIVED)
 # PostgreSQL's NOTIFY channel on which each new outbox event's id is sent at commit.
 NOTIFY_CHANNEL = "hokusai_events"
+KEYS_CHANNEL = "hokusai_api_keys"  # NOTIFYed with a key id when the key is revoked
 # Registration outcomes.
 OUTCOME_REGISTERED, OUTCOME_REJECTED = "registered", "rejected"
 

@@ -57,6 +57,13 @@ def receiver_command(host: str, port: int, workers: int, threads: int = RECEIVER
             "--threads", str(threads), "--bind", f"{host}:{port}", "--access-logfile", "-", "webhook_app:create_app()"]
 
 
+def gateway_command(host: str, port: int, workers: int) -> list[str]:
+    """gunicorn serving ``webhook_app.gateway:create_app()``, the MLflow gateway, in ``workers``
+    processes of one event loop each (aiohttp's uvloop worker)."""
+    return [sys.executable, "-m", "gunicorn", "--worker-class", "aiohttp.GunicornUVLoopWebWorker", "--workers", str(workers),
+            "--bind", f"{host}:{port}", "--access-logfile", "-", "webhook_app.gateway:create_app()"]
+
+
 def metrics_dir(path: Path) -> Path:
     """An empty directory for prometheus-client's multiprocess mode (it must start empty)."""
     path.mkdir(parents=True, exist_ok=True)

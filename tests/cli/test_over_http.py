@@ -21,7 +21,7 @@ def http_cli(pg_stack, tmp_path, monkeypatch):
     key = pg_stack.api_key("register")
     monkeypatch.setenv("HOKUSAI_API_URL", pg_stack.receiver.url)
     monkeypatch.setenv("HOKUSAI_API_KEY", key)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", pg_stack.receiver.url + "/mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pg_stack.gateway_url + "/mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
     runner = CliRunner()
 

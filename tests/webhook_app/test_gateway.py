@@ -1,5 +1,6 @@
-"""The MLflow gateway on the live stack (real MLflow server, PostgreSQL): plain MLflow clients
-with only MLFLOW_TRACKING_URI (the gateway) and MLFLOW_TRACKING_TOKEN (a Hokusai key)."""
+"""The MLflow gateway on the live stack (real MLflow server, PostgreSQL, the gateway's own gunicorn
+process): plain MLflow clients with only MLFLOW_TRACKING_URI (the gateway) and
+MLFLOW_TRACKING_TOKEN (a Hokusai key)."""
 
 from __future__ import annotations
 
@@ -19,18 +20,16 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from hokusai_mlflow_plugin.auth import keys
-from hokusai_mlflow_plugin.stack.local import receiver_command
-from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
 from tests.api_helpers import assert_problem
-from tests.live_stack import ReceiverThread
+from tests.live_stack import GatewayThread, gateway_process
 from tests.mlflow_helpers import log_model
-from webhook_app.gateway import scope_of
+from webhook_app.gateway.scopes import scope_of
 
 
 @pytest.fixture
 def gateway(pg_stack, monkeypatch):
     """Plain MLflow in this process pointed at the gateway, with a register key."""
-    url = pg_stack.receiver.url + "/mlflow"
+    url = pg_stack.gateway_url + "/mlflow"
     key = pg_stack.api_key("register", name="alice")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
@@ -133,7 +132,7 @@ def test_the_key_and_cookies_never_reach_mlflow(pg_stack):
     Recorder.seen, Recorder.target = [], pg_stack.mlflow.url
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    replica = ReceiverThread({**pg_stack.receiver_config, "HOKUSAI_MLFLOW_INTERNAL_URI": f"http://127.0.0.1:{server.server_port}"}).start()
+    replica = GatewayThread({"internal_uri": f"http://127.0.0.1:{server.server_port}", "database_url": pg_stack.db_url}).start()
     key = pg_stack.api_key("register")
     try:
         answer = requests.post(replica.url + "/mlflow/api/2.0/mlflow/experiments/search", json={"max_results": 1},
@@ -154,8 +153,8 @@ def test_the_key_and_cookies_never_reach_mlflow(pg_stack):
 def test_mlflow_down_is_a_502_problem_and_the_limit_a_429(pg_stack):
     key = pg_stack.api_key("read")
     auth = {"Authorization": f"Bearer {key}"}
-    down = ReceiverThread({**pg_stack.receiver_config, "HOKUSAI_MLFLOW_INTERNAL_URI": "http://127.0.0.1:9"}).start()
-    limited = ReceiverThread({**pg_stack.receiver_config, "HOKUSAI_GATEWAY_RATE_LIMIT": "3/minute"}).start()
+    down = GatewayThread({"internal_uri": "http://127.0.0.1:9", "database_url": pg_stack.db_url}).start()
+    limited = GatewayThread({"internal_uri": pg_stack.mlflow.url, "database_url": pg_stack.db_url, "rate_limit": "3/minute"}).start()
     try:
         body = assert_problem(requests.get(down.url + "/mlflow/api/2.0/mlflow/experiments/search", headers=auth, timeout=30), 502, "unreachable")
         assert "Traceback" not in str(body)
@@ -190,14 +189,10 @@ def _worker_pid(master: int) -> int:
 
 @pytest.mark.slow
 def test_a_200_mb_artifact_round_trips_in_constant_memory(pg_stack, tmp_path, monkeypatch):
-    port = free_port()
-    env = {**os.environ, **{"HOKUSAI_WEBHOOK_SECRET": "gw", "HOKUSAI_DATABASE_URL": pg_stack.db_url,
-                            "MLFLOW_TRACKING_URI": pg_stack.mlflow.url, "HOKUSAI_LOG_LEVEL": "WARNING"}}
-    server = ManagedProcess("gateway", receiver_command("127.0.0.1", port, 1), env, tmp_path / "gateway.log").start()
+    server, base = gateway_process(pg_stack.db_url, pg_stack.mlflow.url, tmp_path / "gateway.log")
     try:
-        server.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
         worker = _worker_pid(server.pid)
-        url = f"http://127.0.0.1:{port}/mlflow"
+        url = f"{base}/mlflow"
         monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", pg_stack.api_key("register"))
         client = MlflowClient(tracking_uri=url)
         experiment = client.create_experiment(f"big-{uuid.uuid4().hex[:8]}")

@@ -4,10 +4,10 @@ gunicorn workers (multiprocess mode), and served by a relay worker on its own po
 from __future__ import annotations
 
 import os
-import socket
+import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -55,17 +55,13 @@ def test_a_registration_moves_the_counters(pg_stack, monkeypatch, token_id, uniq
 
 
 def test_gunicorn_workers_add_up(tmp_path):
-    """One worker is kept busy (a gateway request to an MLflow that never answers), so that the
-    other answers the forged deliveries; a scrape, whichever worker takes it, sums both."""
+    """Each worker in turn is stopped (SIGSTOP), so that the other answers the forged deliveries;
+    a scrape, whichever worker takes it, sums both."""
     url = f"sqlite:///{tmp_path / 'tokens.db'}"
     upgrade(url)
     port = free_port()
-    hang = socket.socket()
-    hang.bind(("127.0.0.1", 0))
-    hang.listen(8)  # accepts connections (the kernel does) and never answers
     env = {**os.environ, "HOKUSAI_WEBHOOK_SECRET": "metrics-test", "HOKUSAI_HOME": str(tmp_path),
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
-           "HOKUSAI_MLFLOW_INTERNAL_URI": f"http://127.0.0.1:{hang.getsockname()[1]}", "HOKUSAI_GATEWAY_READ_TIMEOUT": "4"}
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
     server = ManagedProcess("receiver", [
         sys.executable, "-m", "hokusai_mlflow_plugin", "--database-url", url, "--tracking-uri", "http://127.0.0.1:9",
         "webhook", "serve", "--port", str(port), "--workers", "2",
@@ -75,19 +71,30 @@ def test_gunicorn_workers_add_up(tmp_path):
 
     try:
         server.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
-        assert set(map(forged, range(20))) == {401}
-        with ThreadPoolExecutor(2) as pool:
-            busy = pool.submit(requests.get, f"http://127.0.0.1:{port}/mlflow/health", timeout=30)
-            time.sleep(1.0)  # one worker now waits on the silent MLflow
-            assert set(map(forged, range(20))) == {401}
-            assert busy.result().status_code == 504
+        workers = _workers(server.pid)
+        for paused in workers:  # the other worker answers all 20
+            os.kill(paused, signal.SIGSTOP)
+            try:
+                assert set(map(forged, range(20))) == {401}
+            finally:
+                os.kill(paused, signal.SIGCONT)
         counts = {value(scrape(f"http://127.0.0.1:{port}/metrics"), "hokusai_webhook_deliveries_total",
                         outcome="invalid_signature", code="401") for _ in range(6)}
     finally:
         server.stop()
-        hang.close()
     assert counts == {40.0}  # whichever worker answered the scrape, the sum of both
     assert len(list((tmp_path / "prom").glob("counter_*.db"))) >= 2  # two workers wrote
+
+
+def _workers(master: int, count: int = 2) -> list[int]:
+    """gunicorn's worker processes, once all ``count`` of them are up."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+        if len(children) >= count:
+            return children
+        time.sleep(0.1)
+    raise AssertionError(f"gunicorn started fewer than {count} workers")
 
 
 def test_the_relay_worker_serves_its_metrics(tmp_path):

@@ -22,15 +22,6 @@ def needs(scope: str):
     return mark
 
 
-def bearer_key(header: str | None) -> str | None:
-    if not header:
-        return None
-    kind, _, value = header.partition(" ")
-    if kind.lower() != "bearer" or not value.strip():
-        raise keys.NotAuthenticated("The Authorization header must be 'Bearer hk_...'.")
-    return value.strip()
-
-
 def authenticate() -> None:
     """``before_request`` of the API: the caller of this request, in ``g.caller``."""
     scope = SCOPE_OF.get((request.endpoint or "").rpartition(".")[2])
@@ -42,7 +33,7 @@ def authenticate() -> None:
 
 def caller_of(header: str | None) -> keys.Caller:
     """Who the ``Authorization`` header's key names (``NotAuthenticated`` otherwise); one SELECT."""
-    key = bearer_key(header)
+    key = keys.bearer(header)
     engine = current_app.extensions["hokusai"].reads  # built once: an engine view per request costs
 
     def check():

@@ -7,50 +7,28 @@ import logging
 from flask import current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
-from hokusai_mlflow_plugin.core.errors import (
-    CONFIG,
-    CONFLICT,
-    FORBIDDEN,
-    INVALID,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    BadOption,
-    HokusaiError,
-)
+from hokusai_mlflow_plugin.core.errors import HokusaiError
+import webhook_app.problem_details as problem_details
+from webhook_app.problem_details import TITLE, problem_body
 
 _logger = logging.getLogger(__name__)
 
-STATUS = {INVALID: 422, NOT_FOUND: 404, CONFLICT: 409, UNAVAILABLE: 503, CONFIG: 503, UNAUTHORIZED: 401, FORBIDDEN: 403}
-TITLE = {
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-    413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-    500: "Internal Server Error", 503: "Service Unavailable",
-}
-RETRY_AFTER = "5"
-
 
 def problem(status: int, detail: str, errors: list[dict] | None = None, headers: dict | None = None):
-    body = {"type": "about:blank", "title": TITLE.get(status, "Error"), "status": status, "detail": detail}
-    if errors is not None:
-        body["errors"] = errors
-    response = jsonify(body)
-    response.status_code = status
-    response.mimetype = "application/problem+json"
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
+    return _response(status, problem_body(status, detail, errors), headers)
 
 
 def of_error(error: HokusaiError):
-    status = STATUS.get(error.kind, 422)
-    headers = {}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="hokusai"'
-    if status == 503:
-        headers["Retry-After"] = RETRY_AFTER
-    errors = [{"field": error.option.lstrip("-"), "message": str(error)}] if isinstance(error, BadOption) else None
-    return problem(status, str(error), errors, headers)
+    return _response(*problem_details.of_error(error))
+
+
+def _response(status: int, body: dict, headers: dict | None):
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = problem_details.MEDIA_TYPE
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
 
 
 def of_validation(error):

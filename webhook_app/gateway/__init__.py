@@ -1,0 +1,67 @@
+"""The authenticating gateway in front of the internal MLflow server: ``/mlflow/<path>``.
+
+Plain MLflow clients set ``MLFLOW_TRACKING_URI=https://<hokusai>/mlflow`` and
+``MLFLOW_TRACKING_TOKEN=hk_...`` (sent as ``Authorization: Bearer``); nothing else reaches MLflow.
+It is a process of its own, asyncio (aiohttp) under gunicorn, not a blueprint of the receiver's
+Flask app: a hop through a threaded WSGI worker cost more than a sixth of MLflow's own time per
+request (BENCHMARKS.md).
+
+    gunicorn 'webhook_app.gateway:create_app()' --worker-class aiohttp.GunicornUVLoopWebWorker
+
+``hokusai gateway serve`` runs exactly that; ``hokusai up`` starts it beside the receiver.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hokusai_mlflow_plugin.auth.key_cache import KeyCache
+from hokusai_mlflow_plugin.config import load_settings
+from hokusai_mlflow_plugin.core.errors import ConfigError
+from webhook_app import configure_logging
+from webhook_app.gateway.proxy import GATEWAY, Gateway, forward
+from webhook_app.gateway.rate_limit import RateLimit
+
+
+def create_app(test_config: dict | None = None) -> web.Application:
+    """The settings of the environment (and ``HOKUSAI_CONFIG``), then ``test_config``: keys
+    ``internal_uri``, ``database_url``, ``rate_limit``, ``redis_url``, ``connect_timeout``,
+    ``read_timeout``."""
+    settings = load_settings()
+    config = {
+        "internal_uri": settings.mlflow_internal_uri or settings.tracking_uri,
+        "database_url": settings.database_url,
+        "rate_limit": settings.gateway_rate_limit,
+        "redis_url": settings.redis_url,
+        "connect_timeout": settings.gateway_connect_timeout,
+        "read_timeout": settings.gateway_read_timeout,
+        **(test_config or {}),
+    }
+    if not config["internal_uri"]:
+        raise ConfigError("HOKUSAI_MLFLOW_INTERNAL_URI (or MLFLOW_TRACKING_URI) is not set: the gateway needs the URL of "
+                          "the MLflow server it stands in front of.")
+    configure_logging(settings.log_level)
+    gateway = Gateway(config["internal_uri"], KeyCache(config["database_url"]),
+                      RateLimit(config["rate_limit"], config["redis_url"]), config["connect_timeout"], config["read_timeout"])
+    # Artifacts of any size stream through; only a run's creation is read whole (1 MiB at most).
+    app = web.Application(client_max_size=1024 * 1024)
+    app[GATEWAY] = gateway
+    app.router.add_get("/health", health)
+    app.router.add_route("*", "/mlflow{tail:(?:/.*)?}", forward)
+    app.on_startup.append(_open)
+    app.on_cleanup.append(_close)
+    return app
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _open(app: web.Application) -> None:
+    gateway = app[GATEWAY]
+    gateway.keys.start()  # in the worker, not the master: its thread must live where requests are served
+    await gateway.open()
+
+
+async def _close(app: web.Application) -> None:
+    await app[GATEWAY].close()

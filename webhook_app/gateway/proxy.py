@@ -1,0 +1,176 @@
+"""One request through the gateway: the key and its scope, the rate limit, then MLflow.
+
+The request goes on without the key, cookies and hop-by-hop headers (RFC 9110 section 7.6.1),
+with ``X-Forwarded-*``; bodies stream both ways in constant memory (aiohttp's flow control: a
+slow side pauses the other), Content-Length kept as it came. A run created through the gateway
+is made by the key's name (``mlflow.user``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.auth.key_cache import KeyCache
+from hokusai_mlflow_plugin.core.errors import HokusaiError
+from hokusai_mlflow_plugin.db.errors import guarded
+import webhook_app.problem_details as problem_details
+from webhook_app.gateway.rate_limit import RateLimit, bucket_of
+from webhook_app.gateway.scopes import RUN_CREATE, scope_of
+
+_logger = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024  # large reads and writes: the artifact throughput follows the chunk size
+SMALL = 256 * 1024  # answers up to this size are read whole and written in one piece
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                        "transfer-encoding", "upgrade", "proxy-connection"})
+# Plus what the gateway sets itself (the length is put back as it came, below).
+NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", "host", "content-length", "x-forwarded-for",
+                              "x-forwarded-proto", "x-forwarded-host"}
+NOT_RETURNED = HOP_BY_HOP | {"set-cookie", "content-length"}
+NO_BODY = frozenset({204, 304})
+
+
+class Gateway:
+    """What every request shares: the pool of kept-alive connections to MLflow, the key cache,
+    the rate limit and the settings."""
+
+    def __init__(self, internal_uri: str, keys_cache: KeyCache, rate_limit: RateLimit, connect_timeout: float, read_timeout: float):
+        self.internal = internal_uri.rstrip("/")
+        self.keys = keys_cache
+        self.rate_limit = rate_limit
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+            timeout=self.timeout, auto_decompress=False, read_bufsize=CHUNK,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        self.keys.close()
+
+    async def caller(self, authorization: str | None) -> keys.Caller:
+        key = keys.bearer(authorization)
+        caller = self.keys.cached(key)
+        if caller is None:  # the database is asked off the event loop
+            caller = await asyncio.get_running_loop().run_in_executor(None, guarded, lambda: self.keys.check(key))
+        return caller
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    path = request.match_info["tail"][1:]
+    caller = None
+    scope = scope_of(request.method, path)
+    if scope is not None:
+        authorization = request.headers.get("Authorization")
+        wait = await gateway.rate_limit.retry_after(bucket_of(authorization, request.remote))
+        if wait is not None:
+            return problem(429, f"Rate limit of {gateway.rate_limit.rate} for this key: retry after {wait} s.", {"Retry-After": str(wait)})
+        try:
+            caller = await gateway.caller(authorization)
+            keys.require(caller, scope)
+        except HokusaiError as e:
+            status, body, headers = problem_details.of_error(e)
+            return web.json_response(body, status=status, headers=headers, content_type=problem_details.MEDIA_TYPE)
+    headers = _headers_out(request)
+    data = await _body(request, path, caller, headers)
+    url = f"{gateway.internal}/{path}" + (f"?{request.query_string}" if request.query_string else "")
+    try:
+        upstream = await gateway.session.request(request.method, url, data=data, headers=headers, allow_redirects=False)
+    except asyncio.TimeoutError:
+        return problem(504, "MLflow did not answer in time: try again, or raise HOKUSAI_GATEWAY_READ_TIMEOUT.", {"Retry-After": "5"})
+    except aiohttp.ClientError as e:
+        _logger.warning("gateway: MLflow at %s is unreachable: %s", gateway.internal, type(e).__name__)
+        return problem(502, "MLflow is unreachable behind the gateway: try again shortly.", {"Retry-After": "5"})
+    try:
+        return await _answer(request, upstream, gateway.internal)
+    finally:
+        upstream.release()
+
+
+async def _answer(request: web.Request, upstream: aiohttp.ClientResponse, internal: str) -> web.StreamResponse:
+    headers = _headers_back(request, upstream, internal)
+    length = upstream.content_length
+    if request.method == "HEAD" or upstream.status in NO_BODY:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if length is not None:
+            response.content_length = length
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    if length is not None and length <= SMALL:
+        # An API answer: whole, in one write with its headers (no delayed ACK between them).
+        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=await upstream.read())
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    if length is not None:
+        response.content_length = length  # else chunked, as it came
+    await response.prepare(request)
+    async for chunk in upstream.content.iter_chunked(CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def _body(request: web.Request, path: str, caller: keys.Caller | None, headers: CIMultiDict):
+    """The request body to send on: the stream itself (constant memory), except for a run's
+    creation, whose JSON gets the key's name as its user."""
+    if not request.body_exists:
+        return None
+    if path.strip("/") not in RUN_CREATE or caller is None:
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+        return request.content
+    raw = await request.read()
+    try:
+        payload = json.loads(raw or b"{}")
+    except ValueError:
+        payload = None  # MLflow answers the malformed body itself
+    if isinstance(payload, dict):
+        user = caller.name
+        payload["user_id"] = user
+        run_tags = [t for t in payload.get("tags") or [] if isinstance(t, dict) and t.get("key") != "mlflow.user"]
+        payload["tags"] = [*run_tags, {"key": "mlflow.user", "value": user}]
+        raw = json.dumps(payload).encode()
+    headers["Content-Length"] = str(len(raw))
+    return raw
+
+
+def _headers_out(request: web.Request) -> CIMultiDict:
+    """The request's headers for MLflow: without the key, cookies and hop-by-hop headers, with
+    ``X-Forwarded-*``."""
+    named = {h.strip().lower() for h in request.headers.get("Connection", "").split(",")}
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED and k.lower() not in named)
+    forwarded_for = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{forwarded_for}, {request.remote}" if forwarded_for else (request.remote or "")
+    headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
+    headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
+    return headers
+
+
+def _headers_back(request: web.Request, upstream: aiohttp.ClientResponse, internal: str) -> CIMultiDict:
+    named = {h.strip().lower() for h in upstream.headers.get("Connection", "").split(",")}
+    headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in NOT_RETURNED and k.lower() not in named)
+    location = headers.get("Location")
+    if location and location.startswith(internal):  # a redirect to the internal server: to us instead
+        headers["Location"] = f"{request.scheme}://{request.host}/mlflow{location[len(internal):]}"
+    return headers
+
+
+def problem(status: int, detail: str, headers: dict | None = None) -> web.Response:
+    return web.json_response(problem_details.problem_body(status, detail), status=status, headers=headers,
+                             content_type=problem_details.MEDIA_TYPE)

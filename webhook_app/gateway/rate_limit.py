@@ -1,0 +1,51 @@
+"""The gateway's per-key rate limit, kept by the ``limits`` library (Flask-Limiter's engine):
+a moving window in this process's memory, or in Redis when ``HOKUSAI_REDIS_URL`` is set, so that
+every gateway process counts against the same window."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from limits import parse
+from limits.storage import storage_from_string
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.core.errors import ConfigError
+
+_logger = logging.getLogger(__name__)
+
+
+class RateLimit:
+    def __init__(self, rate: str, redis_url: str | None = None):
+        try:
+            self.item = parse(rate)
+        except ValueError:
+            raise ConfigError(f"HOKUSAI_GATEWAY_RATE_LIMIT must read like '1200/minute' or '20/second', not {rate!r}.") from None
+        self.rate = rate
+        if redis_url:
+            storage = storage_from_string(f"async+{redis_url}", implementation="redispy")
+        else:
+            storage = storage_from_string("async+memory://")
+        self.limiter = MovingWindowRateLimiter(storage)
+
+    async def retry_after(self, bucket: str) -> int | None:
+        """None if a request in ``bucket`` may go on (and counts it); else the seconds to wait.
+        A storage that fails (Redis down) lets requests through: the limit protects MLflow, it is
+        not what keeps anyone out."""
+        try:
+            if await self.limiter.hit(self.item, bucket):
+                return None
+            stats = await self.limiter.get_window_stats(self.item, bucket)
+        except Exception as e:  # the storage's own errors: redis-py's, or limits' wrapping of them
+            _logger.warning("gateway: the rate limit's storage failed (%s); letting the request through", type(e).__name__)
+            return None
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+def bucket_of(authorization: str | None, address: str | None) -> str:
+    """The rate limit's bucket: the key's public id (checked afterwards), else the address."""
+    token = (authorization or "").partition(" ")[2].strip()
+    return "key:" + token[3:11] if token.startswith(keys.PREFIX) else f"addr:{address}"
