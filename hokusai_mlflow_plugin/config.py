@@ -81,6 +81,17 @@ def receiver_problem(webhook_secrets, tracking_uri) -> str | None:
     return None
 
 
+def rate_limit_problem(rate: str) -> str | None:
+    """Why ``HOKUSAI_GATEWAY_RATE_LIMIT`` cannot be used (what to write instead), or None."""
+    from limits import parse
+
+    try:
+        parse(rate)
+    except ValueError:
+        return f"HOKUSAI_GATEWAY_RATE_LIMIT must read like '1200/minute' or '20/second', not {rate!r}."
+    return None
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced by ``***``, for messages and logs."""
     try:

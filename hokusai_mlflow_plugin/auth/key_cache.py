@@ -6,9 +6,9 @@ How a revocation reaches every gateway at once:
 
 * PostgreSQL: ``keys.revoke`` NOTIFYs ``KEYS_CHANNEL`` at commit, and a listening thread forgets
   that key. While the listener is not connected nothing is trusted: every request is checked.
-* SQLite: ``PRAGMA data_version`` moves whenever another connection commits (any process): before
-  each lookup it is read (microseconds, no query) and, if it moved, everything is forgotten.
-* Any other database: nothing is remembered.
+* Any other database (SQLite, the embedded default): nothing is remembered, every request is
+  checked. SQLite has no notifications, and there a check is a read of a local file, not a round
+  trip to a server.
 
 A key is checked against the database again at least once a minute anyway (``LAST_USED_EVERY``),
 which records its last use and sees an expiry that a clock alone would not.
@@ -17,12 +17,9 @@ which records its last use and sees an expiry that a clock alone would not.
 from __future__ import annotations
 
 import hmac
-import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-
-import sqlalchemy as sa
 
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.db import listen
@@ -50,33 +47,22 @@ class KeyCache:
         self._generation = 0  # moves whenever something is forgotten: a check begun before is not kept
         self._trusted = False  # whether memory may be used at all (the watch is in force)
         self._stop: threading.Event | None = None
-        self._sqlite: sqlite3.Connection | None = None
-        self._data_version: int | None = None
 
     def start(self) -> "KeyCache":
         """Begin watching for revocations (a thread on PostgreSQL); until then nothing is trusted."""
-        url = sa.make_url(self.database_url)
-        if url.get_backend_name() == "postgresql":
+        if listen.is_postgresql(self.database_url):
             _, self._stop = listen.start_listener(self.database_url, KEYS_CHANNEL, self._forget, on_state=self._watching)
-        elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            self._sqlite = sqlite3.connect(url.database, check_same_thread=False, isolation_level=None)
-            self._data_version = self._read_data_version()
-            self._trusted = True
         return self
 
     def close(self) -> None:
         if self._stop is not None:
             self._stop.set()
-        if self._sqlite is not None:
-            self._sqlite.close()
         self._forget_all(trusted=False)
 
     def cached(self, key: str | None, now: datetime | None = None) -> keys.Caller | None:
         """The caller ``key`` names if a check of it is remembered and still holds; None when the
         database must be asked. ``NotAuthenticated`` for a missing or malformed key."""
         key_id, secret = keys.split(key)
-        if self._sqlite is not None:
-            self._sqlite_moved()
         good = self._good.get(key_id)
         if good is None or not self._trusted:
             return None
@@ -114,17 +100,3 @@ class KeyCache:
     def _watching(self, connected: bool) -> None:
         # Connected or lost, what was remembered may have been revoked meanwhile: forget it all.
         self._forget_all(trusted=connected)
-
-    def _read_data_version(self) -> int:
-        return self._sqlite.execute("PRAGMA data_version").fetchone()[0]
-
-    def _sqlite_moved(self) -> None:
-        with self._lock:
-            try:
-                version = self._read_data_version()
-            except sqlite3.Error:
-                version = None  # trust nothing we cannot confirm
-            if version is None or version != self._data_version:
-                self._data_version = version
-                self._generation += 1
-                self._good.clear()

@@ -28,6 +28,7 @@ def gateway_serve(obj, host, port, workers, internal_uri):
     import os
     import sys
 
+    from hokusai_mlflow_plugin.config import rate_limit_problem
     from hokusai_mlflow_plugin.stack.local import gateway_command
 
     settings = obj.settings
@@ -35,6 +36,9 @@ def gateway_serve(obj, host, port, workers, internal_uri):
     if not internal_uri:
         raise click.ClickException("Give the MLflow server to stand in front of: --internal-uri, HOKUSAI_MLFLOW_INTERNAL_URI "
                                    "or MLFLOW_TRACKING_URI.")
+    problem = rate_limit_problem(settings.gateway_rate_limit)
+    if problem:  # one sentence here, not a worker's traceback
+        raise click.ClickException(problem)
     env = {**os.environ, "HOKUSAI_DATABASE_URL": settings.database_url, "HOKUSAI_MLFLOW_INTERNAL_URI": internal_uri}
     if obj.config_file:
         env["HOKUSAI_CONFIG"] = str(obj.config_file)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
 import threading
 import time
@@ -150,19 +151,76 @@ def test_the_key_and_cookies_never_reach_mlflow(pg_stack):
     assert headers["x-forwarded-proto"] == "http" and headers["x-forwarded-host"].startswith("127.0.0.1:")
 
 
+def test_a_bad_authorization_header_is_a_401_problem_and_nothing_is_forwarded(pg_stack, gateway):
+    name = f"bad-auth-{uuid.uuid4().hex[:8]}"
+    for header, why in (("Basic dXNlcjpwYXNz", "must be 'Bearer hk_...'"), ("Bearer hk_nope", "malformed"),
+                        (f"Bearer hk_0123abcd_{'x' * 43}", "not known")):
+        answer = requests.post(gateway + "/api/2.0/mlflow/experiments/create", json={"name": name},
+                               headers={"Authorization": header}, timeout=30)
+        assert_problem(answer, 401, why)
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert pg_stack.client.get_experiment_by_name(name) is None
+
+
+class Redirecting(BaseHTTPRequestHandler):
+    """An MLflow stand-in that redirects to itself and answers HEAD with a length and no body."""
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/api/2.0/mlflow/experiments/list?x=1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", "12345")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_redirects_to_mlflow_point_at_the_gateway_and_head_keeps_the_length(pg_stack):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    replica = GatewayThread({"internal_uri": f"http://127.0.0.1:{server.server_port}", "database_url": pg_stack.db_url}).start()
+    auth = {"Authorization": f"Bearer {pg_stack.api_key('read')}"}
+    try:
+        moved = requests.get(replica.url + "/mlflow/api/2.0/mlflow/experiments/get", headers=auth, allow_redirects=False, timeout=30)
+        head = requests.head(replica.url + "/mlflow/get-artifact", headers=auth, timeout=30)
+    finally:
+        replica.release()
+        server.shutdown()
+        server.server_close()
+    assert moved.status_code == 302
+    assert moved.headers["Location"] == replica.url + "/mlflow/api/2.0/mlflow/experiments/list?x=1"
+    assert head.status_code == 200 and head.headers["Content-Length"] == "12345" and head.content == b""
+
+
 def test_mlflow_down_is_a_502_problem_and_the_limit_a_429(pg_stack):
     key = pg_stack.api_key("read")
     auth = {"Authorization": f"Bearer {key}"}
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts connections; nobody ever answers
     down = GatewayThread({"internal_uri": "http://127.0.0.1:9", "database_url": pg_stack.db_url}).start()
+    hung = GatewayThread({"internal_uri": f"http://127.0.0.1:{silent.getsockname()[1]}", "database_url": pg_stack.db_url,
+                          "read_timeout": 1.0}).start()
     limited = GatewayThread({"internal_uri": pg_stack.mlflow.url, "database_url": pg_stack.db_url, "rate_limit": "3/minute"}).start()
     try:
         body = assert_problem(requests.get(down.url + "/mlflow/api/2.0/mlflow/experiments/search", headers=auth, timeout=30), 502, "unreachable")
         assert "Traceback" not in str(body)
+        late = requests.get(hung.url + "/mlflow/api/2.0/mlflow/experiments/search", headers=auth, timeout=30)
+        assert_problem(late, 504, "did not answer in time", "HOKUSAI_GATEWAY_READ_TIMEOUT")
+        assert late.headers["Retry-After"] == "5"
         answers = [requests.get(limited.url + "/mlflow/api/2.0/mlflow/experiments/search", params={"max_results": 1}, headers=auth, timeout=30)
                    for _ in range(4)]
     finally:
         down.release()
+        hung.release()
         limited.release()
+        silent.close()
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert_problem(answers[3], 429, "Rate limit")
     assert 0 < int(answers[3].headers["Retry-After"]) <= 60

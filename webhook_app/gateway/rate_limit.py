@@ -13,6 +13,7 @@ from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.config import rate_limit_problem
 from hokusai_mlflow_plugin.core.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
@@ -20,10 +21,10 @@ _logger = logging.getLogger(__name__)
 
 class RateLimit:
     def __init__(self, rate: str, redis_url: str | None = None):
-        try:
-            self.item = parse(rate)
-        except ValueError:
-            raise ConfigError(f"HOKUSAI_GATEWAY_RATE_LIMIT must read like '1200/minute' or '20/second', not {rate!r}.") from None
+        problem = rate_limit_problem(rate)
+        if problem:
+            raise ConfigError(problem)
+        self.item = parse(rate)
         self.rate = rate
         if redis_url:
             storage = storage_from_string(f"async+{redis_url}", implementation="redispy")
