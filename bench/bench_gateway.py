@@ -6,6 +6,10 @@
   gateway / direct <= 1.15 (ratio of medians).
 * Artifacts: upload and download of one file (``log_artifact``, ``download_artifacts``) through the
   gateway against direct, in MB/s. Goal: gateway / direct >= 0.8.
+* Revocation: the gateway remembers good keys (PostgreSQL's NOTIFY makes it forget a revoked one).
+  A read key is used, revoked, and asked with again at once, 50 times: how many requests the
+  gateway still let through after the revoking commit (the promise: none), and how long after
+  the commit the first refusal came.
 
     .venv/bin/python bench/bench_gateway.py --loops 60 --mb 200 --rounds 3
 """
@@ -32,6 +36,30 @@ def run_loop(client, experiment: str) -> float:
         client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
     client.set_terminated(run.info.run_id)
     return (time.perf_counter() - started) * 1000
+
+
+def measure_revocations(b, url: str, n: int) -> list[tuple[int, float]]:
+    """(requests answered 200 after the revoking commit, ms from the commit to the first 401)."""
+    import requests
+
+    from hokusai_mlflow_plugin.auth import keys
+
+    search = url + "/api/2.0/mlflow/experiments/search"
+    out = []
+    with requests.Session() as http:
+        for _ in range(n):
+            with b.sessions.begin() as s:
+                probe = keys.create(s, "probe", ("read",)).key
+            auth = {"Authorization": f"Bearer {probe}"}
+            for _ in range(2):  # checked, then answered from memory
+                assert http.get(search, params={"max_results": 1}, headers=auth, timeout=30).status_code == 200
+            with b.sessions.begin() as s:
+                keys.revoke(s, probe[3:11])
+            committed, through = time.perf_counter(), 0
+            while http.get(search, params={"max_results": 1}, headers=auth, timeout=30).status_code == 200:
+                through += 1
+            out.append((through, (time.perf_counter() - committed) * 1000))
+    return out
 
 
 def main() -> None:
@@ -86,6 +114,7 @@ def main() -> None:
                     client.download_artifacts(run.info.run_id, "weights.bin", str(target))
                     rates[(name, "down")].append(args.mb / (time.perf_counter() - started))
                     shutil.rmtree(target)
+            revocations = measure_revocations(b, f"http://127.0.0.1:{port}/mlflow", 50)
         finally:
             gateway.stop()
             shutil.rmtree(scratch, ignore_errors=True)
@@ -97,6 +126,11 @@ def main() -> None:
     for way in ("up", "down"):
         gw, dr = statistics.median(rates[("gateway", way)]), statistics.median(rates[("direct", way)])
         print(f"  {way:<5} gateway {gw:7.1f}   direct {dr:7.1f}   ratio {gw / dr:.3f}")
+    late = [r[0] for r in revocations]
+    print(f"\n[revocation] {len(revocations)} keys used, revoked, and used again at once")
+    print(f"  requests let through after the revoking commit: {sum(late)} in all, at most {max(late)} for one key")
+    times = benchlib.summary([r[1] for r in revocations])
+    print(f"  first refusal after the commit (ms): median {times['median']:.2f}  p95 {times['p95']:.2f}  max {times['max']:.2f}")
     print(benchlib.finished())
 
 
