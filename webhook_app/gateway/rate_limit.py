@@ -1,6 +1,11 @@
 """The gateway's per-key rate limit, kept by the ``limits`` library (Flask-Limiter's engine):
-a moving window in this process's memory, or in Redis when ``HOKUSAI_REDIS_URL`` is set, so that
-every gateway process counts against the same window."""
+a sliding window counter in this process's memory, or in Redis when ``HOKUSAI_REDIS_URL`` is set,
+so that every gateway process counts against the same window.
+
+Sliding window counter, not moving window: the count of the current and the previous window,
+weighted, which is as smooth for a limit's purpose. ``limits``' in-memory moving window prunes its
+log of hits in a worker thread after every hit, which cost more than a third of the gateway's
+time per request (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import time
 
 from limits import parse
 from limits.storage import storage_from_string
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.config import rate_limit_problem
@@ -30,7 +35,7 @@ class RateLimit:
             storage = storage_from_string(f"async+{redis_url}", implementation="redispy")
         else:
             storage = storage_from_string("async+memory://")
-        self.limiter = MovingWindowRateLimiter(storage)
+        self.limiter = SlidingWindowCounterRateLimiter(storage)
 
     async def retry_after(self, bucket: str) -> int | None:
         """None if a request in ``bucket`` may go on (and counts it); else the seconds to wait.
