@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -61,6 +61,7 @@ class Caller:
     key_id: str
     name: str
     scopes: tuple[str, ...]
+    expires_at: datetime | None = field(default=None, compare=False)
 
     def allows(self, scope: str) -> bool:
         return allows(self.scopes, scope)
@@ -120,21 +121,20 @@ def list_keys(session: Session, limit: int = 1000) -> list[ApiKey]:
 
 
 def revoke(session: Session, key_id: str) -> ApiKey:
-    """Revoke a key. On PostgreSQL the commit also NOTIFYs ``KEYS_CHANNEL``: every gateway that
-    remembers the key forgets it then (``auth.key_cache``)."""
+    """Revoke a key. On PostgreSQL the commit also NOTIFYs ``KEYS_CHANNEL`` with its id, which
+    every gateway hears (``auth.revocation``)."""
     row = session.scalars(sa.select(ApiKey).where(ApiKey.key_id == key_id.strip().lower())).one_or_none()
     if row is None:
         raise ApiKeyError(f"No API key '{key_id}': see 'hokusai apikey list'.", NOT_FOUND)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
-        session.flush()
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(sa.select(sa.func.pg_notify(KEYS_CHANNEL, row.key_id)))
+    if session.get_bind().dialect.name == "postgresql":  # again if already revoked: harmless, and heard
+        session.execute(sa.select(sa.func.pg_notify(KEYS_CHANNEL, row.key_id)))
     return row
 
 
-_FIND = sa.select(ApiKey.__table__).where(ApiKey.__table__.c.key_id == sa.bindparam("key_id"))
-_TOUCH = (
+FIND = sa.select(ApiKey.__table__).where(ApiKey.__table__.c.key_id == sa.bindparam("key_id"))
+TOUCH = (
     sa.update(ApiKey.__table__)
     .where(ApiKey.__table__.c.key_id == sa.bindparam("touched_key_id"))
     .values(last_used_at=sa.bindparam("now"))
@@ -166,25 +166,28 @@ def split(key: str | None) -> tuple[str, str]:
 def authenticate(conn: sa.Connection, key: str | None, now: datetime | None = None) -> Caller:
     """The caller a key names; ``NotAuthenticated`` for a missing, malformed, unknown, revoked
     or expired key. Records the key's use at most once a minute, so that reads stay reads."""
-    return verified(conn, key, now)[0]
-
-
-def verified(conn: sa.Connection, key: str | None, now: datetime | None = None) -> tuple[Caller, datetime | None]:
-    """``authenticate``, and the key's expiry: what a cache of good keys needs to keep one."""
     key_id, secret = split(key)
-    row = conn.execute(_FIND, {"key_id": key_id}).one_or_none()
+    now = now or utcnow()
+    caller, touch = judge(conn.execute(FIND, {"key_id": key_id}).one_or_none(), key_id, secret, now)
+    if touch:
+        conn.execute(TOUCH, {"touched_key_id": key_id, "now": now})
+    return caller
+
+
+def judge(row, key_id: str, secret: str, now: datetime) -> tuple[Caller, bool]:
+    """What the database's row for ``key_id`` (None if it has none) says of a request with
+    ``secret``: the caller, and whether to record the key's use now; ``NotAuthenticated`` if
+    the key is not in force. The same for every caller, however it read the row."""
     matches = hmac.compare_digest(digest(secret), row.secret_sha256 if row else _UNKNOWN)
     if row is None or not matches:
         raise NotAuthenticated(f"API key {key_id} is not known: check the key, or create one with 'hokusai apikey create'.")
-    now = now or utcnow()
     if row.revoked_at is not None:
         raise NotAuthenticated(f"API key {key_id} was revoked: use another key.")
     if row.expires_at is not None and _aware(row.expires_at) <= now:
         raise NotAuthenticated(f"API key {key_id} expired: create a new one with 'hokusai apikey create'.")
-    if row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_EVERY:
-        conn.execute(_TOUCH, {"touched_key_id": key_id, "now": now})
+    touch = row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_EVERY
     expires_at = _aware(row.expires_at) if row.expires_at is not None else None
-    return Caller(key_id, row.name, tuple(row.scopes.split(","))), expires_at
+    return Caller(key_id, row.name, tuple(row.scopes.split(",")), expires_at), touch
 
 
 def require(caller: Caller, scope: str) -> None:

@@ -59,9 +59,11 @@ def apikey_list(obj, as_json):
 @pass_ctx
 @domain_errors
 def apikey_revoke(obj, key_id):
-    """Revoke KEY_ID: its next request is refused."""
-    from hokusai_mlflow_plugin.auth import keys
+    """Revoke KEY_ID: its next request is refused, by the API and by every MLflow gateway."""
+    from hokusai_mlflow_plugin.auth.revocation import revoke_everywhere
 
-    with obj.sessions().begin() as session:
-        row = keys.revoke(session, key_id)
-        click.echo(f"Revoked API key {row.key_id} '{row.name}'.")
+    revoked = revoke_everywhere(obj.sessions(), key_id)
+    click.echo(f"Revoked API key {revoked.key_id} '{revoked.name}'.")
+    if revoked.unconfirmed:
+        click.echo(f"Warning: {revoked.unconfirmed} of {revoked.gateways} MLflow gateways did not confirm in time; they "
+                   "refuse the key within a minute at the latest.", err=True)

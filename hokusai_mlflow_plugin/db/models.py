@@ -20,7 +20,8 @@ DRAFT, REGISTERED, DEPLOYED, ARCHIVED = "draft", "registered", "deployed", "arch
 TOKEN_STATUSES = (DRAFT, REGISTERED, DEPLOYED, ARCHIVED)
 # PostgreSQL's NOTIFY channel on which each new outbox event's id is sent at commit.
 NOTIFY_CHANNEL = "hokusai_events"
-KEYS_CHANNEL = "hokusai_api_keys"  # NOTIFYed with a key id when the key is revoked
+# ... on which a revoked API key's id is sent at commit, and on which each gateway says it heard it.
+KEYS_CHANNEL, KEYS_HEARD_CHANNEL = "hokusai_api_keys", "hokusai_api_keys_heard"
 # Registration outcomes.
 OUTCOME_REGISTERED, OUTCOME_REJECTED = "registered", "rejected"
 

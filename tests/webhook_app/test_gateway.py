@@ -20,7 +20,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.auth.revocation import revoke_everywhere
 from tests.api_helpers import assert_problem
 from tests.live_stack import GatewayThread, gateway_process
 from tests.mlflow_helpers import log_model
@@ -78,8 +78,7 @@ def test_a_read_key_searches_but_cannot_write_and_a_revoked_key_is_refused(pg_st
     created = requests.post(gateway + "/api/2.0/mlflow/runs/create", json={"experiment_id": experiment}, headers=auth, timeout=30)
     assert_problem(created, 403, "lacks the 'register' scope")
     assert pg_stack.client.search_runs([experiment]) == []
-    with pg_stack.sessions.begin() as s:
-        keys.revoke(s, read_key[3:11])
+    assert revoke_everywhere(pg_stack.sessions, read_key[3:11]).unconfirmed == 0  # as the CLI and the console revoke
     assert_problem(requests.post(gateway + "/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment]}, headers=auth, timeout=30), 401, "revoked")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import current_app, flash, g, redirect, render_template, request, url_for
 
 from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.auth.revocation import revoke_everywhere
 from hokusai_mlflow_plugin.db.models import DEAD, utcnow
 from hokusai_mlflow_plugin.events import outbox
 from webhook_app.console.blueprint import bp
@@ -75,8 +76,7 @@ def key_create():
 @bp.post("/keys/<key_id>/revoke")
 @needs(keys.ADMIN)
 def key_revoke(key_id: str):
-    with sessions().begin() as s:
-        name = keys.revoke(s, key_id).name
+    name = revoke_everywhere(sessions(), key_id).name  # when it returns, every gateway refuses the key
     own = key_id.strip().lower() == g.caller.key_id
     flash(f"Key {key_id} ({name}) is revoked" + (": it signed this session in, so sign in with another key." if own else "."), "ok")
     return redirect(url_for("console.key_list"))

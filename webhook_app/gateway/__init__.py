@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hokusai_mlflow_plugin.auth.key_cache import KeyCache
+from hokusai_mlflow_plugin.auth.key_check import KeyCheck
 from hokusai_mlflow_plugin.config import load_settings
 from hokusai_mlflow_plugin.core.errors import ConfigError
 from webhook_app import configure_logging
@@ -41,7 +41,7 @@ def create_app(test_config: dict | None = None) -> web.Application:
         raise ConfigError("HOKUSAI_MLFLOW_INTERNAL_URI (or MLFLOW_TRACKING_URI) is not set: the gateway needs the URL of "
                           "the MLflow server it stands in front of.")
     configure_logging(settings.log_level)
-    gateway = Gateway(config["internal_uri"], KeyCache(config["database_url"]),
+    gateway = Gateway(config["internal_uri"], KeyCheck(config["database_url"]),
                       RateLimit(config["rate_limit"], config["redis_url"]), config["connect_timeout"], config["read_timeout"])
     # Artifacts of any size stream through; only a run's creation is read whole (1 MiB at most).
     app = web.Application(client_max_size=1024 * 1024)
@@ -59,7 +59,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def _open(app: web.Application) -> None:
     gateway = app[GATEWAY]
-    gateway.keys.start()  # in the worker, not the master: its thread must live where requests are served
+    gateway.key_check.start()  # in the worker, not gunicorn's master: its watch is a thread
     await gateway.open()
 
 

@@ -17,9 +17,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from hokusai_mlflow_plugin.auth import keys
-from hokusai_mlflow_plugin.auth.key_cache import KeyCache
+from hokusai_mlflow_plugin.auth.key_check import KeyCheck
 from hokusai_mlflow_plugin.core.errors import HokusaiError
-from hokusai_mlflow_plugin.db.errors import guarded
 import webhook_app.problem_details as problem_details
 from webhook_app.gateway.rate_limit import RateLimit, bucket_of
 from webhook_app.gateway.scopes import RUN_CREATE, scope_of
@@ -38,12 +37,12 @@ NO_BODY = frozenset({204, 304})
 
 
 class Gateway:
-    """What every request shares: the pool of kept-alive connections to MLflow, the key cache,
+    """What every request shares: the pool of kept-alive connections to MLflow, the key check,
     the rate limit and the settings."""
 
-    def __init__(self, internal_uri: str, keys_cache: KeyCache, rate_limit: RateLimit, connect_timeout: float, read_timeout: float):
+    def __init__(self, internal_uri: str, key_check: KeyCheck, rate_limit: RateLimit, connect_timeout: float, read_timeout: float):
         self.internal = internal_uri.rstrip("/")
-        self.keys = keys_cache
+        self.key_check = key_check
         self.rate_limit = rate_limit
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self.session: aiohttp.ClientSession | None = None
@@ -58,14 +57,7 @@ class Gateway:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
-        self.keys.close()
-
-    async def caller(self, authorization: str | None) -> keys.Caller:
-        key = keys.bearer(authorization)
-        caller = self.keys.cached(key)
-        if caller is None:  # the database is asked off the event loop
-            caller = await asyncio.get_running_loop().run_in_executor(None, guarded, lambda: self.keys.check(key))
-        return caller
+        await self.key_check.close()
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -82,7 +74,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         if wait is not None:
             return problem(429, f"Rate limit of {gateway.rate_limit.rate} for this key: retry after {wait} s.", {"Retry-After": str(wait)})
         try:
-            caller = await gateway.caller(authorization)
+            caller = await gateway.key_check.caller(keys.bearer(authorization))
             keys.require(caller, scope)
         except HokusaiError as e:
             status, body, headers = problem_details.of_error(e)

@@ -1,0 +1,154 @@
+"""Every gateway request's key, checked without leaving the event loop.
+
+On PostgreSQL a key checked once is remembered, and a request with it costs no database round
+trip: a request through the gateway then costs MLflow's time and little more (BENCHMARKS.md). A
+revocation is heard by the process's ``RevocationWatch`` before the revocation returns
+(``auth.revocation``); nothing is remembered while the watch is not listening; and a remembered
+key is read again at least once a minute, which records its use. A read is one prepared SELECT on
+the gateway's own asyncio connection (psycopg).
+
+Any other database (SQLite, the embedded default: a local file, and no notifications) is read on
+every request, with SQLAlchemy in a worker thread. Both judge the row with ``keys.judge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+
+from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.auth.revocation import RevocationWatch, libpq_dsn
+from hokusai_mlflow_plugin.core.errors import DatabaseUnavailable
+from hokusai_mlflow_plugin.db.errors import guarded
+from hokusai_mlflow_plugin.db.models import utcnow
+from hokusai_mlflow_plugin.db.session import get_engine, read_engine
+
+
+@dataclass(frozen=True)
+class _Good:
+    caller: keys.Caller
+    digest: str
+    checked_at: datetime
+
+
+class KeyCheck:
+    """``await check.caller(key)``: the caller ``key`` names, or ``NotAuthenticated``;
+    ``DatabaseUnavailable`` when the token database cannot answer. ``start()`` in the process
+    that serves requests (its watch is a thread)."""
+
+    def __init__(self, database_url: str, remember: bool = True):
+        self.database_url = database_url
+        self.postgresql = sa.make_url(database_url).get_backend_name() == "postgresql"
+        self.remember = remember and self.postgresql
+        self._good: dict[str, _Good] = {}
+        self._memory_lock = threading.Lock()
+        self._generation = 0  # moves whenever something is forgotten: a read begun before is not kept
+        self._trusted = False  # whether memory may be used (the watch is listening)
+        self._watch: RevocationWatch | None = None
+        self.reads = 0  # of the database: what memory saved shows against the requests served
+        self._conn = None
+        self._lock: asyncio.Lock | None = None
+        self._conn_was_new = False
+        if self.postgresql:
+            # The statements that keys.authenticate runs, as psycopg's SQL: one source of truth.
+            self._find = str(keys.FIND.compile(dialect=psycopg_dialect()))
+            self._touch = str(keys.TOUCH.compile(dialect=psycopg_dialect()))
+        else:
+            self._engine = read_engine(get_engine(database_url))
+
+    def start(self) -> "KeyCheck":
+        if self.remember:
+            self._watch = RevocationWatch(self.database_url, self._forget, self._watching).start()
+        return self
+
+    async def caller(self, key: str | None) -> keys.Caller:
+        key_id, secret = keys.split(key)  # a missing or malformed key never reaches the database
+        remembered = self._remembered(key_id, secret)
+        if remembered is not None:
+            return remembered
+        generation, now = self._generation, utcnow()
+        caller = await self._read(key, key_id, secret)
+        if self.remember:
+            with self._memory_lock:
+                if self._trusted and generation == self._generation:
+                    self._good[key_id] = _Good(caller, keys.digest(secret), now)
+        return caller
+
+    def _remembered(self, key_id: str, secret: str) -> keys.Caller | None:
+        good = self._good.get(key_id)
+        if good is None or not self._trusted:
+            return None
+        now = utcnow()
+        if now - good.checked_at >= keys.LAST_USED_EVERY or (good.caller.expires_at is not None and good.caller.expires_at <= now):
+            return None  # read again: records the use, or says it expired
+        if not hmac.compare_digest(keys.digest(secret), good.digest):
+            return None  # the database's answer is the one to give
+        return good.caller
+
+    def _forget(self, key_id: str) -> None:
+        with self._memory_lock:
+            self._generation += 1
+            self._good.pop(key_id, None)
+
+    def _watching(self, listening: bool) -> None:
+        # Connected or lost, what is remembered may have been revoked unheard: forget it all.
+        with self._memory_lock:
+            self._generation += 1
+            self._good.clear()
+            self._trusted = listening
+
+    async def _read(self, key: str, key_id: str, secret: str) -> keys.Caller:
+        self.reads += 1
+        if not self.postgresql:
+            return await asyncio.get_running_loop().run_in_executor(None, guarded, self._in_thread, key)
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one statement at a time on the connection
+            for attempt in (1, 2):  # a connection dropped while idle (a restart) is made again once
+                try:
+                    return await self._check(key_id, secret)
+                except DATABASE_ERRORS as e:
+                    await self._drop()
+                    if attempt == 2 or self._conn_was_new:
+                        raise DatabaseUnavailable(f"The token database is unreachable: {type(e).__name__}") from None
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+        self._watching(False)
+        await self._drop()
+
+    async def _check(self, key_id: str, secret: str) -> keys.Caller:
+        self._conn_was_new = self._conn is None
+        if self._conn is None:
+            self._conn = await psycopg.AsyncConnection.connect(libpq_dsn(self.database_url), autocommit=True, connect_timeout=5, row_factory=namedtuple_row)
+        now = utcnow()
+        row = await (await self._conn.execute(self._find, {"key_id": key_id}, prepare=True)).fetchone()
+        caller, touch = keys.judge(row, key_id, secret, now)
+        if touch:
+            await self._conn.execute(self._touch, {"touched_key_id": key_id, "now": now}, prepare=True)
+        return caller
+
+    def _in_thread(self, key: str) -> keys.Caller:
+        with self._engine.begin() as conn:
+            return keys.authenticate(conn, key)
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:
+                pass  # already broken: nothing to close cleanly
+
+
+# A database that cannot answer: gone, restarting, or refusing writes (a read-only replica).
+DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction)

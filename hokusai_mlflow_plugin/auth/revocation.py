@@ -1,0 +1,121 @@
+"""How a revoked key reaches every gateway before the revocation returns (PostgreSQL).
+
+Gateways remember the keys they checked (``auth.key_check``), so they must hear revocations:
+
+* each gateway process keeps one connection that LISTENs on ``KEYS_CHANNEL`` (its
+  ``application_name`` says it is a gateway's watch). ``keys.revoke`` NOTIFYs the key's id at
+  commit; the watch forgets the key, then answers on ``KEYS_HEARD_CHANNEL``;
+* ``revoke_everywhere`` (the CLI's and the console's revoke) counts the watches, commits the
+  revocation, and waits until as many have answered. When it returns, every gateway refuses the
+  key. A watch that cannot answer in time is named in the result: its gateway trusts nothing it
+  remembers while its connection is down, and checks every key against the database at least
+  once a minute anyway (``keys.LAST_USED_EVERY``), so the key is refused there within a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import sqlalchemy as sa
+
+from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, KEYS_HEARD_CHANNEL
+
+_logger = logging.getLogger(__name__)
+
+WATCH_APPLICATION = "hokusai-gateway-keys"  # application_name of every gateway's watch connection
+_WATCHES = "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()"
+
+
+def libpq_dsn(database_url: str) -> str:
+    return sa.make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _connect(database_url: str, **kwargs):
+    import psycopg
+
+    # TCP keepalives: a watch whose server vanished without a word notices within about 20 s.
+    return psycopg.connect(libpq_dsn(database_url), autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=10,
+                           keepalives_interval=5, keepalives_count=2, **kwargs)
+
+
+class RevocationWatch:
+    """A gateway process's ear: ``on_revoked(key_id)`` for each revocation, then an answer to the
+    revoker; ``on_state(True)`` once listening, ``on_state(False)`` when the connection is lost
+    (what was revoked meanwhile was not heard: forget everything)."""
+
+    def __init__(self, database_url: str, on_revoked: Callable[[str], None], on_state: Callable[[bool], None]):
+        self.database_url = database_url
+        self.on_revoked, self.on_state = on_revoked, on_state
+        self._stop = threading.Event()
+
+    def start(self) -> "RevocationWatch":
+        threading.Thread(target=self._run, name="hokusai-key-watch", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with _connect(self.database_url, application_name=WATCH_APPLICATION) as conn:
+                    conn.execute(f"LISTEN {KEYS_CHANNEL}")
+                    self.on_state(True)
+                    while not self._stop.is_set():
+                        for key_id in [n.payload for n in conn.notifies(timeout=1.0, stop_after=1)]:
+                            self.on_revoked(key_id)
+                            conn.execute("SELECT pg_notify(%s, %s)", (KEYS_HEARD_CHANNEL, f"{key_id} {conn.info.backend_pid}"))
+            except psycopg.Error as e:
+                self.on_state(False)
+                _logger.warning("gateway: the key watch lost the database (%s); every key is checked until it is back",
+                                type(e).__name__)
+                self._stop.wait(2.0)
+        self.on_state(False)
+
+
+@dataclass(frozen=True)
+class Revoked:
+    key_id: str
+    name: str
+    gateways: int  # gateway watches listening when it was revoked
+    heard: int  # how many of them said they forgot the key before ``revoke_everywhere`` returned
+
+    @property
+    def unconfirmed(self) -> int:
+        return max(0, self.gateways - self.heard)
+
+
+def revoke_everywhere(sessions, key_id: str, timeout: float = 3.0) -> Revoked:
+    """Revoke ``key_id`` (``keys.revoke``) and, on PostgreSQL, wait until every gateway watching
+    has forgotten it, at most ``timeout`` seconds."""
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":  # gateways on another database remember nothing
+        with sessions.begin() as session:
+            row = keys.revoke(session, key_id)
+            return Revoked(row.key_id, row.name, 0, 0)
+    # LISTEN before the commit, so that no answer comes before we hear; the watches are taken
+    # then (by their server process ids): a watch that starts later trusts nothing older than it.
+    with _connect(engine.url.render_as_string(hide_password=False)) as ear:
+        ear.execute(f"LISTEN {KEYS_HEARD_CHANNEL}")
+        waiting = {str(pid) for (pid,) in ear.execute(_WATCHES, (WATCH_APPLICATION,))}
+        gateways = len(waiting)
+        with sessions.begin() as session:
+            row = keys.revoke(session, key_id)
+            key_id, name = row.key_id, row.name
+        deadline = time.monotonic() + timeout
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for note in ear.notifies(timeout=left, stop_after=1):
+                heard_key, _, pid = note.payload.partition(" ")
+                if heard_key == key_id:
+                    waiting.discard(pid)
+    if waiting:
+        _logger.warning("API key %s is revoked; %d of %d gateways did not confirm within %.0f s (they refuse it within "
+                        "a minute at the latest)", key_id, len(waiting), gateways, timeout)
+    return Revoked(key_id, name, gateways, gateways - len(waiting))

@@ -1,0 +1,146 @@
+"""The gateway's key check on PostgreSQL and SQLite: what is answered from memory, and that a
+revocation made anywhere (here by the test's own sessions, as the CLI and the console do) is
+refused on the next request the moment ``revoke_everywhere`` returns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.auth.key_check import KeyCheck
+from hokusai_mlflow_plugin.auth.revocation import WATCH_APPLICATION, libpq_dsn, revoke_everywhere
+from hokusai_mlflow_plugin.core.errors import DatabaseUnavailable
+from hokusai_mlflow_plugin.db.session import session_factory
+
+
+def make(url, *scopes, expires_in=None):
+    with session_factory(url).begin() as session:
+        return keys.create(session, "checked", scopes or ("read",), expires_in).key
+
+
+def until(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.02)
+
+
+def remembered(check, loop, key) -> bool:
+    """Whether a second request with ``key`` is answered without reading the database."""
+    loop.caller(check, key)
+    reads = check.reads
+    loop.caller(check, key)
+    return check.reads == reads
+
+
+class Loop:
+    """One event loop for a test's KeyCheck (its asyncio connection belongs to one loop)."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+
+    def caller(self, check, key):
+        return self.loop.run_until_complete(check.caller(key))
+
+    def close(self, check):
+        self.loop.run_until_complete(check.close())
+        self.loop.close()
+
+
+@pytest.fixture
+def pg_check(pg_url):
+    check, loop = KeyCheck(pg_url).start(), Loop()
+    warm = make(pg_url)
+    until(lambda: remembered(check, loop, warm))  # once the watch listens (it starts in a thread)
+    yield check, loop
+    loop.close(check)
+
+
+def test_a_checked_key_is_answered_from_memory_and_a_revoked_one_refused_at_once(pg_url, pg_check):
+    check, loop = pg_check
+    key = make(pg_url, "register")
+    assert loop.caller(check, key).scopes == ("register",)
+    reads = check.reads
+    assert [loop.caller(check, key).key_id for _ in range(20)] == [key[3:11]] * 20
+    assert check.reads == reads  # twenty requests, no database read
+    revoked = revoke_everywhere(session_factory(pg_url), key[3:11])
+    assert revoked.gateways >= 1 and revoked.unconfirmed == 0
+    with pytest.raises(keys.NotAuthenticated, match="was revoked"):  # the very next request
+        loop.caller(check, key)
+
+
+def test_only_the_right_secret_is_answered_from_memory(pg_url, pg_check):
+    check, loop = pg_check
+    key = make(pg_url)
+    loop.caller(check, key)
+    forged = key[:12] + ("A" if key[12] != "A" else "B") + key[13:]
+    with pytest.raises(keys.NotAuthenticated, match="not known"):
+        loop.caller(check, forged)
+    assert loop.caller(check, key).key_id == key[3:11]
+
+
+def test_a_remembered_key_is_refused_once_it_expires(pg_url, pg_check):
+    check, loop = pg_check
+    key = make(pg_url, expires_in=timedelta(seconds=2))
+    assert remembered(check, loop, key)
+    time.sleep(2.1)
+    with pytest.raises(keys.NotAuthenticated, match="expired"):
+        loop.caller(check, key)
+
+
+def test_nothing_is_remembered_while_the_watch_is_down(pg_url, pg_check):
+    check, loop = pg_check
+    key = make(pg_url)
+    loop.caller(check, key)
+    with psycopg.connect(libpq_dsn(pg_url), autocommit=True) as conn:  # the watch's connection dies (a failover)
+        killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+                              "AND datname = current_database()", (WATCH_APPLICATION,)).fetchall()
+    assert killed == [(True,)]
+    until(lambda: not remembered(check, loop, key), timeout=5)  # every request is read while it is down
+    until(lambda: remembered(check, loop, key))  # and remembered again once it listens again (about 2 s)
+    assert revoke_everywhere(session_factory(pg_url), key[3:11]).unconfirmed == 0
+    with pytest.raises(keys.NotAuthenticated, match="was revoked"):
+        loop.caller(check, key)
+
+
+def test_a_gateway_that_does_not_answer_is_named_and_not_waited_for_long(pg_url, caplog):
+    key = make(pg_url)
+    with psycopg.connect(libpq_dsn(pg_url), autocommit=True, application_name=WATCH_APPLICATION):  # a watch that is stuck
+        started = time.monotonic()
+        revoked = revoke_everywhere(session_factory(pg_url), key[3:11], timeout=0.5)
+        waited = time.monotonic() - started
+    assert revoked.gateways == 1 and revoked.unconfirmed == 1
+    assert waited < 10  # bounded by the timeout, not by the stuck gateway
+    assert "did not confirm" in caplog.text and key[12:] not in caplog.text
+
+
+def test_an_unreachable_database_is_unavailable_not_a_refusal(pg_url):
+    url = sa.make_url(pg_url).set(port=9).render_as_string(hide_password=False)
+    check, loop = KeyCheck(url), Loop()
+    with pytest.raises(DatabaseUnavailable, match="unreachable"):
+        loop.caller(check, make(pg_url))
+    loop.close(check)
+
+
+def test_sqlite_is_read_on_every_request(tmp_path):
+    from hokusai_mlflow_plugin.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    upgrade(url)
+    check, loop = KeyCheck(url).start(), Loop()
+    key = make(url)
+    try:
+        assert [loop.caller(check, key).key_id for _ in range(3)] == [key[3:11]] * 3
+        assert check.reads == 3
+        revoked = revoke_everywhere(session_factory(url), key[3:11])
+        assert (revoked.gateways, revoked.unconfirmed) == (0, 0)
+        with pytest.raises(keys.NotAuthenticated, match="was revoked"):
+            loop.caller(check, key)
+    finally:
+        loop.close(check)
