@@ -27,19 +27,24 @@ def _start(stack):
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--mlflow-port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--receiver-port", default=8787, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--gateway-port", default=5080, show_default=True, type=click.IntRange(1, 65535),
+              help="The MLflow gateway: MLflow for clients with an API key (MLFLOW_TRACKING_TOKEN).")
 @click.option("--reconcile-interval", default=30.0, show_default=True, type=float, help="Seconds between sweeps.")
 @pass_ctx
 @domain_errors
-def up(obj, host, mlflow_port, receiver_port, reconcile_interval):
-    """Run the whole stack on the embedded default until Ctrl-C: MLflow, the receiver, the relay
-    and the reconcile sweep, with data in HOKUSAI_HOME."""
-    stack = _stack(obj, host, mlflow_port, receiver_port, reconcile_interval=reconcile_interval, inherit_relay_output=True)
+def up(obj, host, mlflow_port, receiver_port, gateway_port, reconcile_interval):
+    """Run the whole stack on the embedded default until Ctrl-C: MLflow, the receiver, the MLflow
+    gateway, the relay and the reconcile sweep, with data in HOKUSAI_HOME."""
+    stack = _stack(obj, host, mlflow_port, receiver_port, gateway_port=gateway_port, reconcile_interval=reconcile_interval,
+                   inherit_relay_output=True)
     stop = stop_on_signals()
     _start(stack)
     click.echo(
         f"\nHokusai is up (data in {stack.home}).\n"
         f"  MLflow UI and tracking: {stack.mlflow_url}\n"
         f"  Webhook receiver:       {stack.receiver_url}/webhooks/mlflow\n"
+        f"  HTTP API and console:   {stack.receiver_url}/api/v1, {stack.receiver_url}/console\n"
+        f"  MLflow gateway:         {stack.gateway_url} (with MLFLOW_TRACKING_TOKEN=<a key from 'hokusai apikey create'>)\n"
         f"  Logs:                   {stack.home / 'logs'}\n\n"
         f"In your training shell:\n\n  export MLFLOW_TRACKING_URI={stack.mlflow_url}\n\n"
         "Events print below as they are emitted. Ctrl-C stops everything."

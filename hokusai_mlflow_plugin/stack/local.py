@@ -90,6 +90,7 @@ class LocalStack:
     mlflow_port: int = 5000
     receiver_port: int = 8787
     receiver_workers: int = 2
+    gateway_port: int | None = None  # the MLflow gateway too (`hokusai up`); None: not started
     reconcile_interval: float = 30.0
     log: Callable[[str], None] = print
     inherit_relay_output: bool = False  # `up` shows events on its terminal
@@ -102,6 +103,10 @@ class LocalStack:
     @property
     def receiver_url(self) -> str:
         return f"http://{self.host}:{self.receiver_port}"
+
+    @property
+    def gateway_url(self) -> str | None:
+        return f"http://{self.host}:{self.gateway_port}/mlflow" if self.gateway_port else None
 
     @property
     def state_file(self) -> Path:
@@ -119,7 +124,7 @@ class LocalStack:
             self.stop()
             raise
         self.state_file.write_text(json.dumps({
-            "pid": os.getpid(), "mlflow_url": self.mlflow_url, "receiver_url": self.receiver_url,
+            "pid": os.getpid(), "mlflow_url": self.mlflow_url, "receiver_url": self.receiver_url, "gateway_url": self.gateway_url,
             "children": {c.name: c.pid for c in self.children},
         }))
         return self
@@ -131,7 +136,10 @@ class LocalStack:
                 f"{state['mlflow_url']}, receiver at {state['receiver_url']}. Stop it first, or use "
                 "another HOKUSAI_HOME."
             )
-        for name, port, option in (("MLflow", self.mlflow_port, "--mlflow-port"), ("receiver", self.receiver_port, "--receiver-port")):
+        ports = [("MLflow", self.mlflow_port, "--mlflow-port"), ("receiver", self.receiver_port, "--receiver-port")]
+        if self.gateway_port:
+            ports.append(("MLflow gateway", self.gateway_port, "--gateway-port"))
+        for name, port, option in ports:
             if _port_busy(self.host, port):
                 raise StackError(f"Port {port} on {self.host} is in use, so the {name} cannot start there: choose another with {option}.")
 
@@ -160,7 +168,12 @@ class LocalStack:
         }
         receiver_env = {**child_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.home / "prometheus" / "receiver"))}
         receiver = self._spawn("receiver", receiver_command(self.host, self.receiver_port, self.receiver_workers), receiver_env)
+        if self.gateway_port:
+            self.log(f"      and the MLflow gateway at {self.gateway_url} (API keys)")
+            gateway = self._spawn("gateway", gateway_command(self.host, self.gateway_port, 1), child_env)
         receiver.wait_http(self.receiver_url + "/health", timeout=60)
+        if self.gateway_port:
+            gateway.wait_http(f"http://{self.host}:{self.gateway_port}/health", timeout=60)
 
         self.log("[4/5] Installing the MLflow webhook")
         installed = webhooks.install(client(self.mlflow_url), self.receiver_url + "/webhooks/mlflow", keys["webhook_secret"])

@@ -70,10 +70,11 @@ def test_readme_demo_command_exits_0_on_a_clean_home(tmp_path):
 @pytest.mark.slow
 def test_up_serves_registers_refuses_a_second_and_stops_every_child(tmp_path):
     home = tmp_path / "home"
-    mlflow_port, receiver_port = free_port(), free_port()
+    mlflow_port, receiver_port, gateway_port = free_port(), free_port(), free_port()
     env = clean_env(home)
     up = subprocess.Popen(
-        [*HOKUSAI, "up", "--mlflow-port", str(mlflow_port), "--receiver-port", str(receiver_port), "--reconcile-interval", "2"],
+        [*HOKUSAI, "up", "--mlflow-port", str(mlflow_port), "--receiver-port", str(receiver_port), "--gateway-port", str(gateway_port),
+         "--reconcile-interval", "2"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True,
     )
     output = []
@@ -92,9 +93,18 @@ def test_up_serves_registers_refuses_a_second_and_stops_every_child(tmp_path):
         assert requests.get(f"http://127.0.0.1:{mlflow_port}/health", timeout=5).status_code == 200
         assert requests.get(f"http://127.0.0.1:{receiver_port}/ready", timeout=5).json() == {"status": "ready"}
         children = json.loads((home / "up.json").read_text())["children"]
-        assert set(children) == {"mlflow", "receiver", "relay", "reconcile"}
+        assert set(children) == {"mlflow", "receiver", "gateway", "relay", "reconcile"}
+        # the gateway: MLflow for a client with a key, and for no one without
+        assert f"MLflow gateway:         http://127.0.0.1:{gateway_port}/mlflow" in text
+        created = subprocess.run([*HOKUSAI, "apikey", "create", "laptop", "--scope", "read", "--json"], env=env,
+                                 capture_output=True, text=True, cwd=ROOT)
+        key = json.loads(created.stdout)["key"]
+        search = f"http://127.0.0.1:{gateway_port}/mlflow/api/2.0/mlflow/experiments/search"
+        assert requests.get(search, params={"max_results": 1}, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
+        assert requests.get(search, params={"max_results": 1}, timeout=10).status_code == 401
 
-        second = subprocess.run([*HOKUSAI, "up", "--mlflow-port", str(free_port()), "--receiver-port", str(free_port())],
+        second = subprocess.run([*HOKUSAI, "up", "--mlflow-port", str(free_port()), "--receiver-port", str(free_port()),
+                                 "--gateway-port", str(free_port())],
                                 env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert second.returncode == 1 and "already runs" in second.stderr, second.stderr
 
@@ -143,7 +153,7 @@ def test_up_says_when_a_port_is_taken(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = CliRunner().invoke(cli, ["up", "--mlflow-port", str(port), "--receiver-port", str(free_port())],
+        result = CliRunner().invoke(cli, ["up", "--mlflow-port", str(port), "--receiver-port", str(free_port()), "--gateway-port", str(free_port())],
                                     env={"HOKUSAI_HOME": str(tmp_path)})
     assert result.exit_code == 1
     assert f"Port {port}" in result.output and "--mlflow-port" in result.output
