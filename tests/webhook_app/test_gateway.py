@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from hokusai_mlflow_plugin.auth.revocation import revoke_everywhere
 from tests.api_helpers import assert_problem
+from tests.harness import REDIS_HOST, REDIS_PORT, require_service
 from tests.live_stack import GatewayThread, gateway_process
 from tests.mlflow_helpers import log_model
 from webhook_app.gateway.scopes import scope_of
@@ -55,6 +56,9 @@ def test_a_training_client_logs_and_registers_through_the_gateway(pg_stack, gate
     assert MlflowClient().search_model_versions(f"name = '{unique_name}'")[0].tags["hokusai_status"] == "registered"
     loaded = mlflow.sklearn.load_model(f"models:/{unique_name}/{version}")  # artifacts through the gateway
     assert loaded.predict([[0.0, 0.0, 0.0]]).shape == (1,)
+    again = mlflow.register_model(info.model_uri, unique_name)  # register_model too: a second version
+    assert pg_stack.client.get_model_version(unique_name, again.version).source == info.model_uri
+    assert pg_stack.wait_decided(unique_name, again.version).outcome in ("registered", "rejected")  # the token takes one model
 
 
 def test_without_a_key_nothing_is_created(pg_stack, gateway, monkeypatch):
@@ -223,6 +227,24 @@ def test_mlflow_down_is_a_502_problem_and_the_limit_a_429(pg_stack):
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert_problem(answers[3], 429, "Rate limit")
     assert 0 < int(answers[3].headers["Retry-After"]) <= 60
+
+
+def test_gateways_share_one_rate_limit_in_redis(pg_stack):
+    """Two gateway processes' worth of limit, counted in one place: a key's 4th request of a
+    3/minute limit is refused, whichever gateway it reaches."""
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    config = {"internal_uri": pg_stack.mlflow.url, "database_url": pg_stack.db_url, "rate_limit": "3/minute",
+              "redis_url": f"redis://{REDIS_HOST}:{REDIS_PORT}/0"}
+    first, second = GatewayThread(config).start(), GatewayThread(config).start()
+    auth = {"Authorization": f"Bearer {pg_stack.api_key('read')}"}
+    try:
+        answers = [requests.get(gateway.url + "/mlflow/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                                headers=auth, timeout=30) for gateway in (first, second, first, second)]
+    finally:
+        first.release()
+        second.release()
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert_problem(answers[3], 429, "Rate limit of 3/minute")
 
 
 # -- big artifacts, in constant memory ---------------------------------------------------------------

@@ -57,6 +57,7 @@ class Gateway:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+        await self.rate_limit.close()
         await self.key_check.close()
 
 

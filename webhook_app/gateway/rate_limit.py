@@ -31,11 +31,20 @@ class RateLimit:
             raise ConfigError(problem)
         self.item = parse(rate)
         self.rate = rate
+        self._pool = None
         if redis_url:
-            storage = storage_from_string(f"async+{redis_url}", implementation="redispy")
+            import redis.asyncio
+
+            # Our pool, given to limits (which has no close of its own), so that the gateway closes it.
+            self._pool = redis.asyncio.ConnectionPool.from_url(redis_url)
+            storage = storage_from_string(f"async+{redis_url}", implementation="redispy", connection_pool=self._pool)
         else:
             storage = storage_from_string("async+memory://")
         self.limiter = SlidingWindowCounterRateLimiter(storage)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def retry_after(self, bucket: str) -> int | None:
         """None if a request in ``bucket`` may go on (and counts it); else the seconds to wait.
