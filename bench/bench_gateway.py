@@ -6,6 +6,8 @@
   gateway / direct <= 1.15 (ratio of medians).
 * Artifacts: upload and download of one file (``log_artifact``, ``download_artifacts``) through the
   gateway against direct, in MB/s. Goal: gateway / direct >= 0.8.
+* The gateway's own CPU time per ``log-metric`` request (user + system, from /proc, its gunicorn
+  master and worker), over 1,000 requests with one kept-alive ``requests`` session.
 * Revocation: the gateway remembers good keys and hears revocations (``auth.revocation``). A read
   key is used, revoked with ``revoke_everywhere`` (as the CLI and the console revoke), and asked
   with again at once, 50 times: how many requests the gateway let through after the revocation
@@ -36,6 +38,31 @@ def run_loop(client, experiment: str) -> float:
         client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
     client.set_terminated(run.info.run_id)
     return (time.perf_counter() - started) * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its children (gunicorn's master and worker)."""
+    total = 0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for p in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure_cpu(url: str, key: str, run_id: str, n: int, pid: int) -> float:
+    """The gateway's CPU microseconds per ``log-metric`` request."""
+    import requests
+
+    with requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+        post = url + "/api/2.0/mlflow/runs/log-metric"
+        for step in range(50):  # warm: the connection, the key remembered
+            http.post(post, json={"run_id": run_id, "key": "cpu", "value": 1.0, "timestamp": 1, "step": step}, timeout=30)
+        before = cpu_seconds(pid)
+        for step in range(n):
+            http.post(post, json={"run_id": run_id, "key": "cpu", "value": 1.0, "timestamp": 1, "step": step}, timeout=30)
+        return (cpu_seconds(pid) - before) / n * 1e6
 
 
 def measure_revocations(b, url: str, n: int) -> list[tuple[int, float]]:
@@ -115,6 +142,7 @@ def main() -> None:
                     client.download_artifacts(run.info.run_id, "weights.bin", str(target))
                     rates[(name, "down")].append(args.mb / (time.perf_counter() - started))
                     shutil.rmtree(target)
+            cpu = measure_cpu(f"http://127.0.0.1:{port}/mlflow", key, direct.create_run(experiment).info.run_id, 1000, gateway.pid)
             revocations = measure_revocations(b, f"http://127.0.0.1:{port}/mlflow", 50)
         finally:
             gateway.stop()
@@ -127,6 +155,7 @@ def main() -> None:
     for way in ("up", "down"):
         gw, dr = statistics.median(rates[("gateway", way)]), statistics.median(rates[("direct", way)])
         print(f"  {way:<5} gateway {gw:7.1f}   direct {dr:7.1f}   ratio {gw / dr:.3f}")
+    print(f"\n[gateway CPU] {cpu:.0f} us per log-metric request (gunicorn master and worker, 1,000 requests)")
     late = [r[0] for r in revocations]
     print(f"\n[revocation] {len(revocations)} keys used, revoked (revoke_everywhere), and used again at once")
     print(f"  requests let through after the revocation returned: {sum(late)} in all, at most {max(late)} for one key")
