@@ -229,6 +229,21 @@ def test_mlflow_down_is_a_502_problem_and_the_limit_a_429(pg_stack):
     assert 0 < int(answers[3].headers["Retry-After"]) <= 60
 
 
+def test_a_chunked_upload_arrives_whole_and_comes_back_with_its_length(pg_stack, gateway):
+    """No Content-Length from the client: the body goes on chunked, as it came; MLflow's answer
+    comes back with its own length."""
+    experiment = pg_stack.client.create_experiment(f"chunked-{uuid.uuid4().hex[:8]}")
+    run = pg_stack.client.create_run(experiment).info
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    auth = {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    url = f"{gateway}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run.run_id}/artifacts/chunked.bin"
+    put = requests.put(url, data=(data[i:i + 65536] for i in range(0, len(data), 65536)), headers=auth, timeout=60)
+    assert put.status_code == 200, put.text
+    back = requests.get(url, headers=auth, timeout=60)
+    assert back.status_code == 200 and back.headers["Content-Length"] == str(len(data))
+    assert hashlib.sha256(back.content).digest() == hashlib.sha256(data).digest()
+
+
 def test_gateways_share_one_rate_limit_in_redis(pg_stack):
     """Two gateway processes' worth of limit, counted in one place: a key's 4th request of a
     3/minute limit is refused, whichever gateway it reaches."""
