@@ -61,8 +61,6 @@ class RevocationWatch:
         self._stop.set()
 
     def _run(self) -> None:
-        import psycopg
-
         while not self._stop.is_set():
             try:
                 with _connect(self.database_url, application_name=WATCH_APPLICATION) as conn:
@@ -72,7 +70,7 @@ class RevocationWatch:
                         for key_id in [n.payload for n in conn.notifies(timeout=1.0, stop_after=1)]:
                             self.on_revoked(key_id)
                             conn.execute("SELECT pg_notify(%s, %s)", (KEYS_HEARD_CHANNEL, f"{key_id} {conn.info.backend_pid}"))
-            except psycopg.Error as e:
+            except Exception as e:  # whatever stops the watch, nothing remembered may be trusted meanwhile
                 self.on_state(False)
                 _logger.warning("gateway: the key watch lost the database (%s); every key is checked until it is back",
                                 type(e).__name__)
