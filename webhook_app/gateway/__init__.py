@@ -44,7 +44,8 @@ def create_app(test_config: dict | None = None) -> web.Application:
     gateway = Gateway(config["internal_uri"], KeyCheck(config["database_url"]),
                       RateLimit(config["rate_limit"], config["redis_url"]), config["connect_timeout"], config["read_timeout"])
     # Artifacts of any size stream through; only a run's creation is read whole (1 MiB at most).
-    app = web.Application(client_max_size=1024 * 1024)
+    # Bodies go on as they came: a compressed upload stays compressed (aiohttp would inflate it).
+    app = web.Application(client_max_size=1024 * 1024, handler_args={"auto_decompress": False})
     app[GATEWAY] = gateway
     app.router.add_get("/health", health)
     app.router.add_route("*", "/mlflow{tail:(?:/.*)?}", forward)

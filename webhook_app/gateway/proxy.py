@@ -13,18 +13,23 @@ import json
 import logging
 
 import aiohttp
+from urllib.parse import unquote
+
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.auth.key_check import KeyCheck
-from hokusai_mlflow_plugin.core.errors import HokusaiError
+from hokusai_mlflow_plugin.config import redact_url
+from hokusai_mlflow_plugin.core.errors import UNAUTHORIZED, HokusaiError
 import webhook_app.problem_details as problem_details
-from webhook_app.gateway.rate_limit import RateLimit, bucket_of
+from webhook_app.gateway.rate_limit import RateLimit
 from webhook_app.gateway.scopes import RUN_CREATE, scope_of
 
 _logger = logging.getLogger(__name__)
 
+PREFIX = "/mlflow"
 CHUNK = 1024 * 1024  # large reads and writes: the artifact throughput follows the chunk size
 SMALL = 256 * 1024  # answers up to this size are read whole and written in one piece
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -66,34 +71,62 @@ GATEWAY = web.AppKey("gateway", Gateway)
 
 async def forward(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    path = request.match_info["tail"][1:]
+    raw = request.rel_url.raw_path
+    if not (raw == PREFIX or raw.startswith(PREFIX + "/")):
+        return problem(400, f"The path must start with {PREFIX}/ as written, not escaped.")
+    raw_tail = raw[len(PREFIX):]
+    # The scope is judged on the path as MLflow will read it (decoded once), and the path goes on
+    # exactly as it came: a path escaped to look like another (delete%3F/search) names to MLflow
+    # what it names to the scope rules.
+    path = unquote(raw_tail)[1:]
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return problem(400, "The path has '.' or '..' segments: send the path of the MLflow resource itself.")
     caller = None
     scope = scope_of(request.method, path)
     if scope is not None:
-        authorization = request.headers.get("Authorization")
-        wait = await gateway.rate_limit.retry_after(bucket_of(authorization, request.remote))
-        if wait is not None:
-            return problem(429, f"Rate limit of {gateway.rate_limit.rate} for this key: retry after {wait} s.", {"Retry-After": str(wait)})
-        try:
-            caller = await gateway.key_check.caller(keys.bearer(authorization))
-            keys.require(caller, scope)
-        except HokusaiError as e:
-            status, body, headers = problem_details.of_error(e)
-            return web.json_response(body, status=status, headers=headers, content_type=problem_details.MEDIA_TYPE)
+        caller = await _authorize(request, gateway, scope)
+        if isinstance(caller, web.Response):
+            return caller
     headers = _headers_out(request)
     data = await _body(request, path, caller, headers)
-    url = f"{gateway.internal}/{path}" + (f"?{request.query_string}" if request.query_string else "")
+    query = request.rel_url.raw_query_string
+    url = URL(gateway.internal + raw_tail + (f"?{query}" if query else ""), encoded=True)
     try:
         upstream = await gateway.session.request(request.method, url, data=data, headers=headers, allow_redirects=False)
     except asyncio.TimeoutError:
-        return problem(504, "MLflow did not answer in time: try again, or raise HOKUSAI_GATEWAY_READ_TIMEOUT.", {"Retry-After": "5"})
+        return _timed_out()
     except aiohttp.ClientError as e:
-        _logger.warning("gateway: MLflow at %s is unreachable: %s", gateway.internal, type(e).__name__)
-        return problem(502, "MLflow is unreachable behind the gateway: try again shortly.", {"Retry-After": "5"})
+        return _unreachable(request, gateway, e)
     try:
         return await _answer(request, upstream, gateway.internal)
+    except asyncio.TimeoutError:
+        return _timed_out()
+    except aiohttp.ClientError as e:
+        return _unreachable(request, gateway, e)
     finally:
         upstream.release()
+
+
+async def _authorize(request: web.Request, gateway: Gateway, scope: str) -> keys.Caller | web.Response:
+    """The caller, or the answer that refuses the request. A refused key counts against its
+    address's rate limit, a good key against its own: nobody spends another key's limit by naming
+    its (public) id, and guessing keys is limited by address."""
+    address = f"addr:{request.remote}"
+    if (wait := await gateway.rate_limit.exhausted(address)) is not None:
+        return problem(429, f"Too many refused requests from this address: retry after {wait} s.", {"Retry-After": str(wait)})
+    try:
+        caller = await gateway.key_check.caller(keys.bearer(request.headers.get("Authorization")))
+    except HokusaiError as e:
+        if e.kind == UNAUTHORIZED:
+            await gateway.rate_limit.retry_after(address)
+        return _refused(e)
+    if (wait := await gateway.rate_limit.retry_after(f"key:{caller.key_id}")) is not None:
+        return problem(429, f"Rate limit of {gateway.rate_limit.rate} for this key: retry after {wait} s.", {"Retry-After": str(wait)})
+    try:
+        keys.require(caller, scope)
+    except HokusaiError as e:
+        return _refused(e)
+    return caller
 
 
 async def _answer(request: web.Request, upstream: aiohttp.ClientResponse, internal: str) -> web.StreamResponse:
@@ -113,10 +146,37 @@ async def _answer(request: web.Request, upstream: aiohttp.ClientResponse, intern
     if length is not None:
         response.content_length = length  # else chunked, as it came
     await response.prepare(request)
-    async for chunk in upstream.content.iter_chunked(CHUNK):
-        await response.write(chunk)
+    try:
+        async for chunk in upstream.content.iter_chunked(CHUNK):
+            await response.write(chunk)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        # The status is sent: the one honest answer left is a cut connection, never a short body
+        # that looks whole (aiohttp's write_eof on the closed transport sends nothing more).
+        _logger.warning("gateway: MLflow's answer to %s %s broke off (%s); the client's connection is closed",
+                        request.method, request.rel_url.path, type(e).__name__)
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response
+
+
+def _refused(error: HokusaiError) -> web.Response:
+    status, body, headers = problem_details.of_error(error)
+    return web.json_response(body, status=status, headers=headers, content_type=problem_details.MEDIA_TYPE)
+
+
+def _timed_out() -> web.Response:
+    return problem(504, "MLflow did not answer in time: try again, or raise HOKUSAI_GATEWAY_READ_TIMEOUT.", {"Retry-After": "5"})
+
+
+def _unreachable(request: web.Request, gateway: Gateway, error: Exception) -> web.Response:
+    if request.transport is None or request.transport.is_closing():
+        _logger.info("gateway: the client left during %s %s", request.method, request.rel_url.path)
+    else:
+        _logger.warning("gateway: MLflow at %s is unreachable: %s", redact_url(gateway.internal), type(error).__name__)
+    return problem(502, "MLflow is unreachable behind the gateway, or broke off its answer: try again shortly.",
+                   {"Retry-After": "5"})
 
 
 async def _body(request: web.Request, path: str, caller: keys.Caller | None, headers: CIMultiDict):
@@ -131,9 +191,9 @@ async def _body(request: web.Request, path: str, caller: keys.Caller | None, hea
     raw = await request.read()
     try:
         payload = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None  # MLflow answers the malformed body itself
-    if isinstance(payload, dict):
+    if isinstance(payload, dict) and isinstance(payload.get("tags") or [], list):
         user = caller.name
         payload["user_id"] = user
         run_tags = [t for t in payload.get("tags") or [] if isinstance(t, dict) and t.get("key") != "mlflow.user"]
@@ -159,8 +219,12 @@ def _headers_back(request: web.Request, upstream: aiohttp.ClientResponse, intern
     named = {h.strip().lower() for h in upstream.headers.get("Connection", "").split(",")}
     headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in NOT_RETURNED and k.lower() not in named)
     location = headers.get("Location")
-    if location and location.startswith(internal):  # a redirect to the internal server: to us instead
-        headers["Location"] = f"{request.scheme}://{request.host}/mlflow{location[len(internal):]}"
+    if location:  # a redirect to the internal server (absolute, or relative to it): to us instead
+        inside, target = URL(internal + "/"), URL(internal + "/").join(URL(location, encoded=True))
+        if target.origin() == inside.origin() and target.raw_path.startswith(inside.raw_path):
+            base = f"{request.headers.get('X-Forwarded-Proto', request.scheme)}://{request.headers.get('X-Forwarded-Host', request.host)}"
+            rest = target.raw_path[len(inside.raw_path) - 1:] + (f"?{target.raw_query_string}" if target.raw_query_string else "")
+            headers["Location"] = f"{base}{PREFIX}{rest}"
     return headers
 
 

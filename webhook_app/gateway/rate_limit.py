@@ -17,7 +17,6 @@ from limits import parse
 from limits.storage import storage_from_string
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.config import rate_limit_problem
 from hokusai_mlflow_plugin.core.errors import ConfigError
 
@@ -46,6 +45,17 @@ class RateLimit:
         if self._pool is not None:
             await self._pool.aclose()
 
+    async def exhausted(self, bucket: str) -> int | None:
+        """The seconds to wait if ``bucket`` has no request left, else None (nothing counted)."""
+        try:
+            if await self.limiter.test(self.item, bucket):
+                return None
+            stats = await self.limiter.get_window_stats(self.item, bucket)
+        except Exception as e:
+            _logger.warning("gateway: the rate limit's storage failed (%s); letting the request through", type(e).__name__)
+            return None
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
     async def retry_after(self, bucket: str) -> int | None:
         """None if a request in ``bucket`` may go on (and counts it); else the seconds to wait.
         A storage that fails (Redis down) lets requests through: the limit protects MLflow, it is
@@ -58,9 +68,3 @@ class RateLimit:
             _logger.warning("gateway: the rate limit's storage failed (%s); letting the request through", type(e).__name__)
             return None
         return max(1, math.ceil(stats.reset_time - time.time()))
-
-
-def bucket_of(authorization: str | None, address: str | None) -> str:
-    """The rate limit's bucket: the key's public id (checked afterwards), else the address."""
-    token = (authorization or "").partition(" ")[2].strip()
-    return "key:" + token[3:11] if token.startswith(keys.PREFIX) else f"addr:{address}"
