@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,6 +58,7 @@ class KeyCheck:
         self._conn = None
         self._lock: asyncio.Lock | None = None
         self._conn_was_new = False
+        self._down_until = 0.0  # time.monotonic() before which checks fail at once (the database just failed)
         if self.postgresql:
             # The statements that keys.authenticate runs, as psycopg's SQL: one source of truth.
             self._find = str(keys.FIND.compile(dialect=psycopg_dialect()))
@@ -111,14 +113,35 @@ class KeyCheck:
             return await asyncio.get_running_loop().run_in_executor(None, guarded, self._in_thread, key)
         if self._lock is None:
             self._lock = asyncio.Lock()
+        self._fail_fast()
+        try:  # the whole check, the wait for the connection included, has one deadline
+            return await asyncio.wait_for(self._locked_check(key_id, secret), CHECK_TIMEOUT)
+        except asyncio.TimeoutError:
+            self._down_until = time.monotonic() + DOWN_FOR
+            raise DatabaseUnavailable(f"The token database did not answer within {CHECK_TIMEOUT:g} s") from None
+
+    async def _locked_check(self, key_id: str, secret: str) -> keys.Caller:
         async with self._lock:  # one statement at a time on the connection
+            self._fail_fast()  # the check before ours failed while we waited
             for attempt in (1, 2):  # a connection dropped while idle (a restart) is made again once
                 try:
                     return await self._check(key_id, secret)
                 except DATABASE_ERRORS as e:
                     await self._drop()
                     if attempt == 2 or self._conn_was_new:
+                        self._down_until = time.monotonic() + DOWN_FOR
                         raise DatabaseUnavailable(f"The token database is unreachable: {type(e).__name__}") from None
+                except asyncio.CancelledError:  # the deadline, mid-statement: the connection's state is unknown
+                    conn, self._conn = self._conn, None
+                    if conn is not None:
+                        asyncio.get_running_loop().create_task(_close_quietly(conn))
+                    raise
+
+    def _fail_fast(self) -> None:
+        """While the database has just failed, every check fails at once instead of queueing
+        behind a connection attempt that will fail too."""
+        if time.monotonic() < self._down_until:
+            raise DatabaseUnavailable("The token database is unreachable (it failed a moment ago)")
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -129,7 +152,11 @@ class KeyCheck:
     async def _check(self, key_id: str, secret: str) -> keys.Caller:
         self._conn_was_new = self._conn is None
         if self._conn is None:
-            self._conn = await psycopg.AsyncConnection.connect(libpq_dsn(self.database_url), autocommit=True, connect_timeout=5, row_factory=namedtuple_row)
+            conn = await psycopg.AsyncConnection.connect(libpq_dsn(self.database_url), autocommit=True, connect_timeout=3,
+                                                         row_factory=namedtuple_row)
+            # A SET, not a startup option, which connection poolers such as PgBouncer refuse.
+            await conn.execute(f"SET statement_timeout = {int(CHECK_TIMEOUT * 1000)}")
+            self._conn = conn
         now = utcnow()
         row = await (await self._conn.execute(self._find, {"key_id": key_id}, prepare=True)).fetchone()
         caller, touch = keys.judge(row, key_id, secret, now)
@@ -144,11 +171,18 @@ class KeyCheck:
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                await conn.close()
-            except Exception:
-                pass  # already broken: nothing to close cleanly
+            await _close_quietly(conn)
 
+
+async def _close_quietly(conn) -> None:
+    try:
+        await conn.close()
+    except Exception:
+        pass  # already broken: nothing to close cleanly
+
+
+CHECK_TIMEOUT = 5.0  # seconds for one key check, the wait for the connection included
+DOWN_FOR = 1.0  # seconds that checks fail at once after the database failed one
 
 # A database that cannot answer: gone, restarting, or refusing writes (a read-only replica).
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction)

@@ -5,6 +5,7 @@ refused on the next request the moment ``revoke_everywhere`` returns."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from datetime import timedelta
 
@@ -126,6 +127,30 @@ def test_an_unreachable_database_is_unavailable_not_a_refusal(pg_url):
     with pytest.raises(DatabaseUnavailable, match="unreachable"):
         loop.caller(check, make(pg_url))
     loop.close(check)
+
+
+def test_a_database_that_never_answers_fails_every_waiting_check_within_one_deadline(pg_url):
+    """Four requests with keys to check while the database accepts connections and says nothing:
+    each is a 503 (DatabaseUnavailable), and they do not queue one connection timeout after another."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel accepts; nobody answers
+    url = sa.make_url(pg_url).set(host="127.0.0.1", port=silent.getsockname()[1]).render_as_string(hide_password=False)
+    check, loop = KeyCheck(url), Loop()
+    keys_ = [f"hk_{i:08x}_{'k' * 43}" for i in range(4)]
+
+    async def four():
+        return await asyncio.gather(*(check.caller(k) for k in keys_), return_exceptions=True)
+
+    started = time.monotonic()
+    try:
+        outcomes = loop.loop.run_until_complete(four())
+    finally:
+        waited = time.monotonic() - started
+        loop.close(check)
+        silent.close()
+    assert all(isinstance(o, DatabaseUnavailable) for o in outcomes), outcomes
+    assert waited < 12, f"the checks queued: {waited:.1f} s"  # one deadline (5 s), not four
 
 
 def test_sqlite_is_read_on_every_request(tmp_path):
