@@ -4,7 +4,10 @@ Gateways remember the keys they checked (``auth.key_check``), so they must hear 
 
 * each gateway process keeps one connection that LISTENs on ``KEYS_CHANNEL`` (its
   ``application_name`` says it is a gateway's watch). ``keys.revoke`` NOTIFYs the key's id at
-  commit; the watch forgets the key, then answers on ``KEYS_HEARD_CHANNEL``;
+  commit; the watch forgets the key, then answers on ``KEYS_HEARD_CHANNEL``. The watch trusts
+  its connection only while a notification it sends itself comes back (at the start, then every
+  ``PROBE_EVERY`` seconds): a pooler that takes LISTEN and delivers nothing, or a connection that
+  died without a word, leaves its gateway checking every key;
 * ``revoke_everywhere`` (the CLI's and the console's revoke) counts the watches, commits the
   revocation, and waits until as many have answered. When it returns, every gateway refuses the
   key. A watch that cannot answer in time is named in the result: its gateway trusts nothing it
@@ -35,12 +38,20 @@ def libpq_dsn(database_url: str) -> str:
     return sa.make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _connect(database_url: str, **kwargs):
+def connect(database_url: str, **kwargs):
     import psycopg
 
     # TCP keepalives: a watch whose server vanished without a word notices within about 20 s.
     return psycopg.connect(libpq_dsn(database_url), autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=10,
                            keepalives_interval=5, keepalives_count=2, **kwargs)
+
+
+class WatchDeaf(RuntimeError):
+    """The watch's connection takes LISTEN but does not deliver notifications."""
+
+
+PROBE_EVERY = 10.0  # seconds between the watch's checks that it still hears
+PROBE_WAIT = 3.0  # seconds its own notification may take to come back
 
 
 class RevocationWatch:
@@ -51,6 +62,7 @@ class RevocationWatch:
     def __init__(self, database_url: str, on_revoked: Callable[[str], None], on_state: Callable[[bool], None]):
         self.database_url = database_url
         self.on_revoked, self.on_state = on_revoked, on_state
+        self.connect = connect  # a psycopg connection to the database
         self._stop = threading.Event()
 
     def start(self) -> "RevocationWatch":
@@ -61,21 +73,55 @@ class RevocationWatch:
         self._stop.set()
 
     def _run(self) -> None:
+        pause = 2.0
         while not self._stop.is_set():
             try:
-                with _connect(self.database_url, application_name=WATCH_APPLICATION) as conn:
-                    conn.execute(f"LISTEN {KEYS_CHANNEL}")
-                    self.on_state(True)
-                    while not self._stop.is_set():
-                        for key_id in [n.payload for n in conn.notifies(timeout=1.0, stop_after=1)]:
-                            self.on_revoked(key_id)
-                            conn.execute("SELECT pg_notify(%s, %s)", (KEYS_HEARD_CHANNEL, f"{key_id} {conn.info.backend_pid}"))
+                with self.connect(self.database_url, application_name=WATCH_APPLICATION) as conn:
+                    self._listen(conn)
+                    pause = 2.0
             except Exception as e:  # whatever stops the watch, nothing remembered may be trusted meanwhile
                 self.on_state(False)
-                _logger.warning("gateway: the key watch lost the database (%s); every key is checked until it is back",
-                                type(e).__name__)
-                self._stop.wait(2.0)
+                _logger.warning("gateway: the key watch does not hear the database (%s: %s); every key is checked until it "
+                                "does", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                self._stop.wait(pause)
+                pause = min(pause * 2, 30.0)
         self.on_state(False)
+
+    def _listen(self, conn) -> None:
+        # Its own channel too: the watch NOTIFYs itself, and trusts memory only once that comes
+        # back (a pooler in transaction mode takes LISTEN and never delivers), then again every
+        # PROBE_EVERY seconds (a connection that died without a word).
+        own = f"{KEYS_CHANNEL}_probe_{conn.info.backend_pid}"
+        conn.execute(f"LISTEN {KEYS_CHANNEL}")
+        conn.execute(f"LISTEN {own}")
+        self._hear_own(conn, own)
+        self.on_state(True)
+        probed = time.monotonic()
+        while not self._stop.is_set():
+            self._serve(conn, own, timeout=1.0)
+            if time.monotonic() - probed >= PROBE_EVERY:
+                self._hear_own(conn, own)
+                probed = time.monotonic()
+
+    def _serve(self, conn, own: str, timeout: float) -> bool:
+        """Forget and answer what was revoked; whether the watch's own probe came back."""
+        came_back = False
+        for note in list(conn.notifies(timeout=timeout, stop_after=1)):
+            if note.channel == own:
+                came_back = True
+                continue
+            self.on_revoked(note.payload)
+            conn.execute("SELECT pg_notify(%s, %s)", (KEYS_HEARD_CHANNEL, f"{note.payload} {conn.info.backend_pid}"))
+        return came_back
+
+    def _hear_own(self, conn, own: str) -> None:
+        conn.execute("SELECT pg_notify(%s, 'probe')", (own,))
+        deadline = time.monotonic() + PROBE_WAIT
+        while (left := deadline - time.monotonic()) > 0:
+            if self._serve(conn, own, timeout=left):
+                return
+        raise WatchDeaf(f"its own notification did not come back within {PROBE_WAIT:g} s (is a connection pooler in "
+                        "transaction mode in between? the watch needs a session of its own)")
 
 
 @dataclass(frozen=True)
@@ -100,7 +146,7 @@ def revoke_everywhere(sessions, key_id: str, timeout: float = 3.0) -> Revoked:
             return Revoked(row.key_id, row.name, 0, 0)
     # LISTEN before the commit, so that no answer comes before we hear; the watches are taken
     # then (by their server process ids): a watch that starts later trusts nothing older than it.
-    with _connect(engine.url.render_as_string(hide_password=False)) as ear:
+    with connect(engine.url.render_as_string(hide_password=False)) as ear:
         ear.execute(f"LISTEN {KEYS_HEARD_CHANNEL}")
         waiting = {str(pid) for (pid,) in ear.execute(_WATCHES, (WATCH_APPLICATION,))}
         gateways = len(waiting)

@@ -169,3 +169,38 @@ def test_sqlite_is_read_on_every_request(tmp_path):
             loop.caller(check, key)
     finally:
         loop.close(check)
+
+
+class DeafConnection:
+    """A connection that takes LISTEN and delivers nothing, as behind a transaction pooler."""
+
+    class info:
+        backend_pid = 4242
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, *args):
+        return None
+
+    def notifies(self, timeout, stop_after):
+        time.sleep(min(timeout, 0.5))
+        return iter(())
+
+
+def test_a_watch_that_does_not_hear_itself_is_never_trusted(caplog):
+    from hokusai_mlflow_plugin.auth.revocation import PROBE_WAIT, RevocationWatch
+
+    states = []
+    watch = RevocationWatch("postgresql://nowhere/db", on_revoked=lambda key_id: None, on_state=states.append)
+    watch.connect = lambda url, **kwargs: DeafConnection()
+    watch.start()
+    try:
+        until(lambda: states, timeout=PROBE_WAIT + 5)
+    finally:
+        watch.stop()
+    assert True not in states and states[0] is False
+    assert "did not come back" in caplog.text and "connection pooler" in caplog.text
