@@ -76,7 +76,7 @@ class RevocationWatch:
         pause = 2.0
         while not self._stop.is_set():
             try:
-                with self.connect(self.database_url, application_name=WATCH_APPLICATION) as conn:
+                with self.connect(self.database_url, application_name=WATCH_APPLICATION + "-starting") as conn:
                     self._listen(conn)
                     pause = 2.0
             except Exception as e:  # whatever stops the watch, nothing remembered may be trusted meanwhile
@@ -95,6 +95,8 @@ class RevocationWatch:
         conn.execute(f"LISTEN {KEYS_CHANNEL}")
         conn.execute(f"LISTEN {own}")
         self._hear_own(conn, own)
+        # Named a watch only now: a revocation waits for the watches that hear, not for one starting.
+        conn.execute("SELECT set_config('application_name', %s, false)", (WATCH_APPLICATION,))
         self.on_state(True)
         probed = time.monotonic()
         while not self._stop.is_set():
