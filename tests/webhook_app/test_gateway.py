@@ -101,6 +101,12 @@ def test_scope_of_mlflow_requests():
     assert scope_of("POST", "ajax-api/2.0/mlflow/logged-models/search") == "read"
     assert scope_of("POST", "api/2.0/mlflow/runs/create") == "register"
     assert scope_of("PUT", "api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/model.pkl") == "register"
+    assert scope_of("POST", "api/3.0/mlflow/traces/search") == "read"
+    # POSTs whose paths end like a search but name what the caller chose: writes
+    assert scope_of("POST", "api/2.0/mlflow-artifacts/mpu/complete/1/abc/artifacts/search") == "register"
+    assert scope_of("POST", "api/3.0/mlflow/mcp-servers/x/search-y/tags") == "register"
+    assert scope_of("POST", "gateway/proxy/ep/v1/chat/completions/search") == "register"
+    assert scope_of("POST", "graphql") == "register" and scope_of("GET", "graphql") == "register"
     assert scope_of("GET", "api/2.0/mlflow/webhooks/list") == "admin"
     assert scope_of("DELETE", "api/2.0/mlflow/registered-models/delete") == "admin"
 

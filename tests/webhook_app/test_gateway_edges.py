@@ -65,13 +65,16 @@ def test_nobody_spends_another_keys_rate_limit_by_naming_its_id(pg_stack):
     forged = f"{victim[:12]}{'A' * 43}"  # the victim's public id, a wrong secret
     limited = GatewayThread({"internal_uri": pg_stack.mlflow.url, "database_url": pg_stack.db_url, "rate_limit": "3/minute"}).start()
     search = "/mlflow/api/2.0/mlflow/experiments/search?max_results=1"
+    neighbour = pg_stack.api_key("read")
     try:
         attacker = [_post_from("127.0.0.2", limited.port, search, forged) for _ in range(5)]
         victims = [_post_from("127.0.0.1", limited.port, search, victim) for _ in range(3)]
+        behind_the_same_address = _post_from("127.0.0.2", limited.port, search, neighbour)
     finally:
         limited.release()
-    assert attacker == [401, 401, 401, 429, 429]  # guessing is limited by address
+    assert attacker == [401, 401, 401, 429, 429]  # refused keys are limited by address
     assert victims == [200, 200, 200]  # the key's own limit is untouched
+    assert behind_the_same_address == 200  # and a good key is never held up by its address's refusals
 
 
 class StandIn(BaseHTTPRequestHandler):

@@ -108,17 +108,15 @@ async def forward(request: web.Request) -> web.StreamResponse:
 
 
 async def _authorize(request: web.Request, gateway: Gateway, scope: str) -> keys.Caller | web.Response:
-    """The caller, or the answer that refuses the request. A refused key counts against its
-    address's rate limit, a good key against its own: nobody spends another key's limit by naming
-    its (public) id, and guessing keys is limited by address."""
-    address = f"addr:{request.remote}"
-    if (wait := await gateway.rate_limit.exhausted(address)) is not None:
-        return problem(429, f"Too many refused requests from this address: retry after {wait} s.", {"Retry-After": str(wait)})
+    """The caller, or the answer that refuses the request. A good key counts against its own
+    limit; a refused one against its address's (which never holds up a good key from there, as
+    all of a proxy's or a NAT's users share one address): nobody spends another key's limit by
+    naming its (public) id."""
     try:
         caller = await gateway.key_check.caller(keys.bearer(request.headers.get("Authorization")))
     except HokusaiError as e:
-        if e.kind == UNAUTHORIZED:
-            await gateway.rate_limit.retry_after(address)
+        if e.kind == UNAUTHORIZED and (wait := await gateway.rate_limit.retry_after(f"addr:{request.remote}")) is not None:
+            return problem(429, f"Too many refused keys from this address: retry after {wait} s.", {"Retry-After": str(wait)})
         return _refused(e)
     if (wait := await gateway.rate_limit.retry_after(f"key:{caller.key_id}")) is not None:
         return problem(429, f"Rate limit of {gateway.rate_limit.rate} for this key: retry after {wait} s.", {"Retry-After": str(wait)})

@@ -45,17 +45,6 @@ class RateLimit:
         if self._pool is not None:
             await self._pool.aclose()
 
-    async def exhausted(self, bucket: str) -> int | None:
-        """The seconds to wait if ``bucket`` has no request left, else None (nothing counted)."""
-        try:
-            if await self.limiter.test(self.item, bucket):
-                return None
-            stats = await self.limiter.get_window_stats(self.item, bucket)
-        except Exception as e:
-            _logger.warning("gateway: the rate limit's storage failed (%s); letting the request through", type(e).__name__)
-            return None
-        return max(1, math.ceil(stats.reset_time - time.time()))
-
     async def retry_after(self, bucket: str) -> int | None:
         """None if a request in ``bucket`` may go on (and counts it); else the seconds to wait.
         A storage that fails (Redis down) lets requests through: the limit protects MLflow, it is
