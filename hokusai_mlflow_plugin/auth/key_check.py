@@ -114,11 +114,20 @@ class KeyCheck:
         if self._lock is None:
             self._lock = asyncio.Lock()
         self._fail_fast()
-        try:  # the whole check, the wait for the connection included, has one deadline
-            return await asyncio.wait_for(self._locked_check(key_id, secret), CHECK_TIMEOUT)
-        except asyncio.TimeoutError:
-            self._down_until = time.monotonic() + DOWN_FOR
-            raise DatabaseUnavailable(f"The token database did not answer within {CHECK_TIMEOUT:g} s") from None
+        # The whole check, the wait for the connection included, has one deadline. Past it the
+        # connection is cut at once (psycopg's own cancel of a statement would wait on the silent
+        # server again) and the check is left to end by itself: nothing waits for it.
+        task = asyncio.ensure_future(self._locked_check(key_id, secret))
+        done, _ = await asyncio.wait({task}, timeout=CHECK_TIMEOUT)
+        if task in done:
+            return task.result()
+        self._down_until = time.monotonic() + DOWN_FOR
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.pgconn.finish()
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # its end is of no interest
+        raise DatabaseUnavailable(f"The token database did not answer within {CHECK_TIMEOUT:g} s")
 
     async def _locked_check(self, key_id: str, secret: str) -> keys.Caller:
         async with self._lock:  # one statement at a time on the connection
@@ -131,11 +140,6 @@ class KeyCheck:
                     if attempt == 2 or self._conn_was_new:
                         self._down_until = time.monotonic() + DOWN_FOR
                         raise DatabaseUnavailable(f"The token database is unreachable: {type(e).__name__}") from None
-                except asyncio.CancelledError:  # the deadline, mid-statement: the connection's state is unknown
-                    conn, self._conn = self._conn, None
-                    if conn is not None:
-                        asyncio.get_running_loop().create_task(_close_quietly(conn))
-                    raise
 
     def _fail_fast(self) -> None:
         """While the database has just failed, every check fails at once instead of queueing
@@ -154,9 +158,9 @@ class KeyCheck:
         if self._conn is None:
             conn = await psycopg.AsyncConnection.connect(libpq_dsn(self.database_url), autocommit=True, connect_timeout=3,
                                                          row_factory=namedtuple_row)
+            self._conn = conn  # from here, what cuts it (the deadline) can see it
             # A SET, not a startup option, which connection poolers such as PgBouncer refuse.
             await conn.execute(f"SET statement_timeout = {int(CHECK_TIMEOUT * 1000)}")
-            self._conn = conn
         now = utcnow()
         row = await (await self._conn.execute(self._find, {"key_id": key_id}, prepare=True)).fetchone()
         caller, touch = keys.judge(row, key_id, secret, now)

@@ -8,11 +8,15 @@ Gateways remember the keys they checked (``auth.key_check``), so they must hear 
   its connection only while a notification it sends itself comes back (at the start, then every
   ``PROBE_EVERY`` seconds): a pooler that takes LISTEN and delivers nothing, or a connection that
   died without a word, leaves its gateway checking every key;
-* ``revoke_everywhere`` (the CLI's and the console's revoke) counts the watches, commits the
-  revocation, and waits until as many have answered. When it returns, every gateway refuses the
-  key. A watch that cannot answer in time is named in the result: its gateway trusts nothing it
-  remembers while its connection is down, and checks every key against the database at least
-  once a minute anyway (``keys.LAST_USED_EVERY``), so the key is refused there within a minute.
+* ``revoke_everywhere`` (the CLI's and the console's revoke) commits the revocation, takes the
+  watches that hear (by server process id), and waits until each has answered. When it returns,
+  every gateway refuses the key. A watch that cannot answer in time is counted in the result:
+  its gateway trusts nothing while its connection is down, and checks every key against the
+  database at least once a minute anyway (``keys.LAST_USED_EVERY``).
+
+What it does not cover: a watch whose server session vanished without a word (a failover that
+lost the connection's FIN) is not among the watches taken, and its gateway trusts memory until
+its next probe fails, ``PROBE_EVERY + PROBE_WAIT`` (13 s) at most.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class RevocationWatch:
         self.on_revoked, self.on_state = on_revoked, on_state
         self.connect = connect  # a psycopg connection to the database
         self._stop = threading.Event()
+        self._pid = 0
 
     def start(self) -> "RevocationWatch":
         threading.Thread(target=self._run, name="hokusai-key-watch", daemon=True).start()
@@ -91,7 +96,9 @@ class RevocationWatch:
         # Its own channel too: the watch NOTIFYs itself, and trusts memory only once that comes
         # back (a pooler in transaction mode takes LISTEN and never delivers), then again every
         # PROBE_EVERY seconds (a connection that died without a word).
-        own = f"{KEYS_CHANNEL}_probe_{conn.info.backend_pid}"
+        # The server's own id for this session, as pg_stat_activity shows it (a pooler's is not).
+        self._pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        own = f"{KEYS_CHANNEL}_probe_{self._pid}"
         conn.execute(f"LISTEN {KEYS_CHANNEL}")
         conn.execute(f"LISTEN {own}")
         self._hear_own(conn, own)
@@ -113,7 +120,7 @@ class RevocationWatch:
                 came_back = True
                 continue
             self.on_revoked(note.payload)
-            conn.execute("SELECT pg_notify(%s, %s)", (KEYS_HEARD_CHANNEL, f"{note.payload} {conn.info.backend_pid}"))
+            conn.execute("SELECT pg_notify(%s, %s)", (KEYS_HEARD_CHANNEL, f"{note.payload} {self._pid}"))
         return came_back
 
     def _hear_own(self, conn, own: str) -> None:
@@ -146,15 +153,16 @@ def revoke_everywhere(sessions, key_id: str, timeout: float = 3.0) -> Revoked:
         with sessions.begin() as session:
             row = keys.revoke(session, key_id)
             return Revoked(row.key_id, row.name, 0, 0)
-    # LISTEN before the commit, so that no answer comes before we hear; the watches are taken
-    # then (by their server process ids): a watch that starts later trusts nothing older than it.
+    # LISTEN before the commit, so that no answer is missed; the watches are taken after it (by
+    # their server process ids): every watch that trusted memory before the commit is named by
+    # then, and one that starts trusting later forgot everything when it did.
     with connect(engine.url.render_as_string(hide_password=False)) as ear:
         ear.execute(f"LISTEN {KEYS_HEARD_CHANNEL}")
-        waiting = {str(pid) for (pid,) in ear.execute(_WATCHES, (WATCH_APPLICATION,))}
-        gateways = len(waiting)
         with sessions.begin() as session:
             row = keys.revoke(session, key_id)
             key_id, name = row.key_id, row.name
+        waiting = {str(pid) for (pid,) in ear.execute(_WATCHES, (WATCH_APPLICATION,))}
+        gateways = len(waiting)
         deadline = time.monotonic() + timeout
         while waiting and (left := deadline - time.monotonic()) > 0:
             for note in ear.notifies(timeout=left, stop_after=1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -153,6 +154,70 @@ def test_a_database_that_never_answers_fails_every_waiting_check_within_one_dead
     assert waited < 12, f"the checks queued: {waited:.1f} s"  # one deadline (5 s), not four
 
 
+class FreezingRelay:
+    """A TCP relay to PostgreSQL that can stop passing bytes on, as a network that hangs does."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.frozen = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while data := a.recv(65536):
+                while self.frozen.is_set():
+                    time.sleep(0.05)
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        for s in self.sockets:
+            s.close()
+
+
+def test_a_database_that_hangs_mid_connection_fails_the_checks_within_one_deadline(pg_url):
+    """A live connection whose network then hangs: the waiting checks are 503s after one deadline,
+    not one statement cancel after another."""
+    parsed = sa.make_url(pg_url)
+    relay = FreezingRelay(parsed.host or "127.0.0.1", parsed.port or 5432)
+    url = parsed.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    check, loop = KeyCheck(url, remember=False), Loop()
+    key = make(pg_url)
+    try:
+        assert loop.caller(check, key).key_id == key[3:11]  # connected, through the relay
+        relay.frozen.set()
+
+        async def three():
+            return await asyncio.gather(*(check.caller(key) for _ in range(3)), return_exceptions=True)
+
+        started = time.monotonic()
+        outcomes = loop.loop.run_until_complete(three())
+        waited = time.monotonic() - started
+        assert all(isinstance(o, DatabaseUnavailable) for o in outcomes), outcomes
+        assert waited < 9, f"the checks queued: {waited:.1f} s"  # one deadline (5 s), not three
+        with pytest.raises(DatabaseUnavailable, match="a moment ago"):  # and the next fails at once
+            loop.caller(check, key)
+    finally:
+        relay.frozen.clear()
+        loop.close(check)
+        relay.close()
+
+
 def test_sqlite_is_read_on_every_request(tmp_path):
     from hokusai_mlflow_plugin.db.migrate import upgrade
 
@@ -184,7 +249,10 @@ class DeafConnection:
         return False
 
     def execute(self, *args):
-        return None
+        return self
+
+    def fetchone(self):
+        return (4242,)
 
     def notifies(self, timeout, stop_after):
         time.sleep(min(timeout, 0.5))
