@@ -104,7 +104,7 @@ def main() -> None:
 
     from hokusai_mlflow_plugin.db.migrate import upgrade
     from hokusai_mlflow_plugin.db.session import dispose, session_factory
-    from hokusai_mlflow_plugin.events.listen import libpq_dsn
+    from hokusai_mlflow_plugin.db.session import libpq_dsn
     from hokusai_mlflow_plugin.stack.local import receiver_command
     from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
     from tests.harness import MlflowServer, create_pg_database, drop_pg_database

@@ -42,9 +42,10 @@ def run_loop(client, experiment: str) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` and its children (gunicorn's master and worker)."""
+    from hokusai_mlflow_plugin.stack.process import processes_where
+
     total = 0
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for p in [pid, *map(int, children)]:
+    for p in [pid, *processes_where(ppid=pid)]:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")

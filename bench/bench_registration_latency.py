@@ -109,7 +109,7 @@ class TokenPoller:
         if kind == "postgresql":
             import psycopg
 
-            from hokusai_mlflow_plugin.events.listen import libpq_dsn
+            from hokusai_mlflow_plugin.db.session import libpq_dsn
 
             self.conn = psycopg.connect(libpq_dsn(db_url), autocommit=True)
             self.sql = "SELECT status, updated_at FROM hokusai_tokens WHERE token_id = %s"

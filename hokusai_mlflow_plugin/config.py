@@ -50,12 +50,17 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     mlflow_internal_uri: str | None = None  # the MLflow server behind the gateway (default: tracking_uri)
     gateway_connect_timeout: float = 5.0
-    gateway_read_timeout: float = 300.0  # an artifact download is one long read
-    gateway_rate_limit: str = "1200/minute"  # per API key, Flask-Limiter's notation
+    gateway_read_timeout: float = 300.0  # between two reads: an artifact download is one long answer
+    gateway_rate_limit: str = "1200/minute"  # per API key, the notation of the limits library
 
     @property
     def event_webhook_secrets(self) -> tuple[str, ...]:
         return _split(self.event_webhook_secret)
+
+    @property
+    def gateway_upstream(self) -> str | None:
+        """The MLflow server the gateway stands in front of."""
+        return self.mlflow_internal_uri or self.tracking_uri
 
     @property
     def safe_database_url(self) -> str:

@@ -126,6 +126,17 @@ class Captured:
         return json.loads(self.body)
 
 
+def gunicorn_workers(master: int, count: int = 1, timeout: float = 30.0) -> list[int]:
+    """The worker processes of the gunicorn ``master``, once ``count`` of them are up."""
+    from hokusai_mlflow_plugin.stack.process import processes_where
+
+    deadline = time.monotonic() + timeout
+    while len(workers := processes_where(ppid=master)) < count:
+        assert time.monotonic() < deadline, f"gunicorn started fewer than {count} workers"
+        time.sleep(0.1)
+    return workers
+
+
 class ReservedPort:
     """A loopback port that stays this test session's while its server is down.
 

@@ -9,7 +9,9 @@ import os
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -113,6 +115,21 @@ class GatewayThread:
             self._thread.join(30)
             self._loop = None
         self._reserved.release()
+
+
+@contextmanager
+def gateway_in_front_of(handler, db_url: str, **config):
+    """A ``GatewayThread`` in front of ``handler``, an ``http.server`` handler standing where MLflow
+    does (for what a real MLflow cannot be made to do on cue)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gateway = GatewayThread({"internal_uri": f"http://127.0.0.1:{server.server_port}", "database_url": db_url, **config}).start()
+    try:
+        yield gateway
+    finally:
+        gateway.release()
+        server.shutdown()
+        server.server_close()
 
 
 def gateway_process(db_url: str, internal_uri: str, log: Path, **env) -> tuple[ManagedProcess, str]:

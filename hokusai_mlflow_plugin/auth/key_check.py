@@ -21,16 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-import sqlalchemy as sa
 from psycopg.rows import namedtuple_row
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from hokusai_mlflow_plugin.auth import keys
-from hokusai_mlflow_plugin.auth.revocation import RevocationWatch, libpq_dsn
+from hokusai_mlflow_plugin.auth.revocation import RevocationWatch
 from hokusai_mlflow_plugin.core.errors import DatabaseUnavailable
 from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.db.models import utcnow
-from hokusai_mlflow_plugin.db.session import get_engine, read_engine
+from hokusai_mlflow_plugin.db.session import get_engine, is_postgresql, libpq_dsn, read_engine
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class KeyCheck:
 
     def __init__(self, database_url: str, remember: bool = True):
         self.database_url = database_url
-        self.postgresql = sa.make_url(database_url).get_backend_name() == "postgresql"
+        self.postgresql = is_postgresql(database_url)
         self.remember = remember and self.postgresql
         self._good: dict[str, _Good] = {}
         self._memory_lock = threading.Lock()
@@ -56,8 +55,7 @@ class KeyCheck:
         self._watch: RevocationWatch | None = None
         self.reads = 0  # of the database: what memory saved shows against the requests served
         self._conn = None
-        self._lock: asyncio.Lock | None = None
-        self._conn_was_new = False
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
         self._down_until = 0.0  # time.monotonic() before which checks fail at once (the database just failed)
         if self.postgresql:
             # The statements that keys.authenticate runs, as psycopg's SQL: one source of truth.
@@ -111,8 +109,6 @@ class KeyCheck:
         self.reads += 1
         if not self.postgresql:
             return await asyncio.get_running_loop().run_in_executor(None, guarded, self._in_thread, key)
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         self._fail_fast()
         # The whole check, the wait for the connection included, has one deadline. Past it the
         # connection is cut at once (psycopg's own cancel of a statement would wait on the silent
@@ -130,14 +126,15 @@ class KeyCheck:
         raise DatabaseUnavailable(f"The token database did not answer within {CHECK_TIMEOUT:g} s")
 
     async def _locked_check(self, key_id: str, secret: str) -> keys.Caller:
-        async with self._lock:  # one statement at a time on the connection
+        async with self._lock:
             self._fail_fast()  # the check before ours failed while we waited
             for attempt in (1, 2):  # a connection dropped while idle (a restart) is made again once
+                fresh = self._conn is None
                 try:
                     return await self._check(key_id, secret)
                 except DATABASE_ERRORS as e:
                     await self._drop()
-                    if attempt == 2 or self._conn_was_new:
+                    if attempt == 2 or fresh:
                         self._down_until = time.monotonic() + DOWN_FOR
                         raise DatabaseUnavailable(f"The token database is unreachable: {type(e).__name__}") from None
 
@@ -154,7 +151,6 @@ class KeyCheck:
         await self._drop()
 
     async def _check(self, key_id: str, secret: str) -> keys.Caller:
-        self._conn_was_new = self._conn is None
         if self._conn is None:
             conn = await psycopg.AsyncConnection.connect(libpq_dsn(self.database_url), autocommit=True, connect_timeout=3,
                                                          row_factory=namedtuple_row)

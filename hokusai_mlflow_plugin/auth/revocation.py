@@ -27,19 +27,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import sqlalchemy as sa
-
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, KEYS_HEARD_CHANNEL
+from hokusai_mlflow_plugin.db.session import is_postgresql, libpq_dsn
 
 _logger = logging.getLogger(__name__)
 
 WATCH_APPLICATION = "hokusai-gateway-keys"  # application_name of every gateway's watch connection
 _WATCHES = "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()"
-
-
-def libpq_dsn(database_url: str) -> str:
-    return sa.make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def connect(database_url: str, **kwargs):
@@ -148,15 +143,15 @@ class Revoked:
 def revoke_everywhere(sessions, key_id: str, timeout: float = 3.0) -> Revoked:
     """Revoke ``key_id`` (``keys.revoke``) and, on PostgreSQL, wait until every gateway watching
     has forgotten it, at most ``timeout`` seconds."""
-    engine = sessions.kw["bind"]
-    if engine.dialect.name != "postgresql":  # gateways on another database remember nothing
+    database_url = sessions.kw["bind"].url.render_as_string(hide_password=False)
+    if not is_postgresql(database_url):  # gateways on another database remember nothing
         with sessions.begin() as session:
             row = keys.revoke(session, key_id)
             return Revoked(row.key_id, row.name, 0, 0)
     # LISTEN before the commit, so that no answer is missed; the watches are taken after it (by
     # their server process ids): every watch that trusted memory before the commit is named by
     # then, and one that starts trusting later forgot everything when it did.
-    with connect(engine.url.render_as_string(hide_password=False)) as ear:
+    with connect(database_url) as ear:
         ear.execute(f"LISTEN {KEYS_HEARD_CHANNEL}")
         with sessions.begin() as session:
             row = keys.revoke(session, key_id)

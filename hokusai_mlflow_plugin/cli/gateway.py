@@ -32,7 +32,7 @@ def gateway_serve(obj, host, port, workers, internal_uri):
     from hokusai_mlflow_plugin.stack.local import gateway_command
 
     settings = obj.settings
-    internal_uri = internal_uri or settings.mlflow_internal_uri or settings.tracking_uri
+    internal_uri = internal_uri or settings.gateway_upstream
     if not internal_uri:
         raise click.ClickException("Give the MLflow server to stand in front of: --internal-uri, HOKUSAI_MLFLOW_INTERNAL_URI "
                                    "or MLFLOW_TRACKING_URI.")

@@ -88,6 +88,15 @@ def _without_jit(dbapi_connection, _record) -> None:
         dbapi_connection.rollback()
 
 
+def is_postgresql(url: str) -> bool:
+    return sa.make_url(url).get_backend_name() == "postgresql"
+
+
+def libpq_dsn(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as libpq's (psycopg's own connections: LISTEN, the gateway's key check)."""
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(url), expire_on_commit=False)
 

@@ -8,20 +8,11 @@ import queue
 import threading
 from typing import Callable, Iterator
 
-import sqlalchemy as sa
-
 from hokusai_mlflow_plugin.db.models import NOTIFY_CHANNEL
+from hokusai_mlflow_plugin.db.session import is_postgresql, libpq_dsn
 from hokusai_mlflow_plugin.events.outbox import recent_events
 
 _logger = logging.getLogger(__name__)
-
-
-def is_postgresql(database_url: str) -> bool:
-    return sa.make_url(database_url).get_backend_name() == "postgresql"
-
-
-def libpq_dsn(database_url: str) -> str:
-    return sa.make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def listen(database_url: str, on_event: Callable[[str], None], stop: threading.Event, timeout: float = 1.0) -> None:

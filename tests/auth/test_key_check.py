@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.auth.key_check import KeyCheck
-from hokusai_mlflow_plugin.auth.revocation import WATCH_APPLICATION, libpq_dsn, revoke_everywhere
+from hokusai_mlflow_plugin.auth.revocation import WATCH_APPLICATION, revoke_everywhere
+from hokusai_mlflow_plugin.db.session import libpq_dsn
 from hokusai_mlflow_plugin.core.errors import DatabaseUnavailable
 from hokusai_mlflow_plugin.db.session import session_factory
 

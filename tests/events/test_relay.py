@@ -54,7 +54,7 @@ def test_one_event_reaches_every_sink(pg_url, sink_server):
     import psycopg
     import redis
 
-    from hokusai_mlflow_plugin.events.listen import libpq_dsn
+    from hokusai_mlflow_plugin.db.session import libpq_dsn
 
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     stream = f"hokusai:test:{uuid.uuid4().hex[:8]}"

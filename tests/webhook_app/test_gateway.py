@@ -8,10 +8,8 @@ import hashlib
 import os
 import socket
 import sys
-import threading
-import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import mlflow
@@ -22,8 +20,8 @@ from mlflow.exceptions import MlflowException
 
 from hokusai_mlflow_plugin.auth.revocation import revoke_everywhere
 from tests.api_helpers import assert_problem
-from tests.harness import REDIS_HOST, REDIS_PORT, require_service
-from tests.live_stack import GatewayThread, gateway_process
+from tests.harness import REDIS_HOST, REDIS_PORT, gunicorn_workers, require_service
+from tests.live_stack import GatewayThread, gateway_in_front_of, gateway_process
 from tests.mlflow_helpers import log_model
 from webhook_app.gateway.scopes import scope_of
 
@@ -140,18 +138,11 @@ class Recorder(BaseHTTPRequestHandler):
 
 def test_the_key_and_cookies_never_reach_mlflow(pg_stack):
     Recorder.seen, Recorder.target = [], pg_stack.mlflow.url
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    replica = GatewayThread({"internal_uri": f"http://127.0.0.1:{server.server_port}", "database_url": pg_stack.db_url}).start()
     key = pg_stack.api_key("register")
-    try:
+    with gateway_in_front_of(Recorder, pg_stack.db_url) as replica:
         answer = requests.post(replica.url + "/mlflow/api/2.0/mlflow/experiments/search", json={"max_results": 1},
                                headers={"Authorization": f"Bearer {key}", "Cookie": "session=abc", "Connection": "keep-alive, X-Hop",
                                         "X-Hop": "1", "X-Request-Id": "r-1"}, timeout=30)
-    finally:
-        replica.release()
-        server.shutdown()
-        server.server_close()
     assert answer.status_code == 200 and "experiments" in answer.json()
     [headers] = Recorder.seen
     assert "authorization" not in headers and "cookie" not in headers and "x-hop" not in headers
@@ -191,17 +182,10 @@ class Redirecting(BaseHTTPRequestHandler):
 
 
 def test_redirects_to_mlflow_point_at_the_gateway_and_head_keeps_the_length(pg_stack):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    replica = GatewayThread({"internal_uri": f"http://127.0.0.1:{server.server_port}", "database_url": pg_stack.db_url}).start()
     auth = {"Authorization": f"Bearer {pg_stack.api_key('read')}"}
-    try:
+    with gateway_in_front_of(Redirecting, pg_stack.db_url) as replica:
         moved = requests.get(replica.url + "/mlflow/api/2.0/mlflow/experiments/get", headers=auth, allow_redirects=False, timeout=30)
         head = requests.head(replica.url + "/mlflow/get-artifact", headers=auth, timeout=30)
-    finally:
-        replica.release()
-        server.shutdown()
-        server.server_close()
     assert moved.status_code == 302
     assert moved.headers["Location"] == replica.url + "/mlflow/api/2.0/mlflow/experiments/list?x=1"
     assert head.status_code == 200 and head.headers["Content-Length"] == "12345" and head.content == b""
@@ -278,20 +262,11 @@ def _peak_rss_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def _worker_pid(master: int) -> int:
-    for _ in range(100):
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.1)
-    raise AssertionError("gunicorn started no worker")
-
-
 @pytest.mark.slow
 def test_a_200_mb_artifact_round_trips_in_constant_memory(pg_stack, tmp_path, monkeypatch):
     server, base = gateway_process(pg_stack.db_url, pg_stack.mlflow.url, tmp_path / "gateway.log")
     try:
-        worker = _worker_pid(server.pid)
+        [worker] = gunicorn_workers(server.pid)
         url = f"{base}/mlflow"
         monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", pg_stack.api_key("register"))
         client = MlflowClient(tracking_uri=url)

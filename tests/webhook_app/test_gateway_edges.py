@@ -8,16 +8,14 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-import socket
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 
 from tests.api_helpers import assert_problem
-from tests.live_stack import GatewayThread
+from tests.live_stack import GatewayThread, gateway_in_front_of
 
 
 @pytest.fixture
@@ -118,13 +116,8 @@ class StandIn(BaseHTTPRequestHandler):
 @pytest.fixture
 def stand_in(pg_stack):
     StandIn.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    gateway = GatewayThread({"internal_uri": f"http://127.0.0.1:{server.server_port}", "database_url": pg_stack.db_url}).start()
-    yield gateway, {"Authorization": f"Bearer {pg_stack.api_key('register', name='edge')}"}
-    gateway.release()
-    server.shutdown()
-    server.server_close()
+    with gateway_in_front_of(StandIn, pg_stack.db_url) as gateway:
+        yield gateway, {"Authorization": f"Bearer {pg_stack.api_key('register', name='edge')}"}
 
 
 def test_a_compressed_upload_goes_on_compressed(stand_in):

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hokusai_mlflow_plugin.db.migrate import upgrade
 from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
 from tests.events.helpers import add_events
+from tests.harness import gunicorn_workers
 from tests.mlflow_helpers import train_and_register
 
 
@@ -71,7 +71,7 @@ def test_gunicorn_workers_add_up(tmp_path):
 
     try:
         server.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
-        workers = _workers(server.pid)
+        workers = gunicorn_workers(server.pid, count=2)
         for paused in workers:  # the other worker answers all 20
             os.kill(paused, signal.SIGSTOP)
             try:
@@ -84,17 +84,6 @@ def test_gunicorn_workers_add_up(tmp_path):
         server.stop()
     assert counts == {40.0}  # whichever worker answered the scrape, the sum of both
     assert len(list((tmp_path / "prom").glob("counter_*.db"))) >= 2  # two workers wrote
-
-
-def _workers(master: int, count: int = 2) -> list[int]:
-    """gunicorn's worker processes, once all ``count`` of them are up."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        children = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
-        if len(children) >= count:
-            return children
-        time.sleep(0.1)
-    raise AssertionError(f"gunicorn started fewer than {count} workers")
 
 
 def test_the_relay_worker_serves_its_metrics(tmp_path):

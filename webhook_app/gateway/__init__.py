@@ -19,7 +19,7 @@ from hokusai_mlflow_plugin.auth.key_check import KeyCheck
 from hokusai_mlflow_plugin.config import load_settings
 from hokusai_mlflow_plugin.core.errors import ConfigError
 from webhook_app import configure_logging
-from webhook_app.gateway.proxy import GATEWAY, Gateway, forward
+from webhook_app.gateway.proxy import GATEWAY, PREFIX, Gateway, forward
 from webhook_app.gateway.rate_limit import RateLimit
 
 
@@ -29,7 +29,7 @@ def create_app(test_config: dict | None = None) -> web.Application:
     ``read_timeout``."""
     settings = load_settings()
     config = {
-        "internal_uri": settings.mlflow_internal_uri or settings.tracking_uri,
+        "internal_uri": settings.gateway_upstream,
         "database_url": settings.database_url,
         "rate_limit": settings.gateway_rate_limit,
         "redis_url": settings.redis_url,
@@ -48,7 +48,7 @@ def create_app(test_config: dict | None = None) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024, handler_args={"auto_decompress": False})
     app[GATEWAY] = gateway
     app.router.add_get("/health", health)
-    app.router.add_route("*", "/mlflow{tail:(?:/.*)?}", forward)
+    app.router.add_route("*", PREFIX + "{tail:(?:/.*)?}", forward)  # forward reads the raw path itself
     app.on_startup.append(_open)
     app.on_cleanup.append(_close)
     return app

@@ -11,19 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-
-import aiohttp
 from urllib.parse import unquote
 
+import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+import webhook_app.problem_details as problem_details
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.auth.key_check import KeyCheck
 from hokusai_mlflow_plugin.config import redact_url
 from hokusai_mlflow_plugin.core.errors import UNAUTHORIZED, HokusaiError
-import webhook_app.problem_details as problem_details
 from webhook_app.gateway.rate_limit import RateLimit
 from webhook_app.gateway.scopes import RUN_CREATE, scope_of
 
@@ -160,12 +159,12 @@ async def _answer(request: web.Request, upstream: aiohttp.ClientResponse, intern
 
 
 def _refused(error: HokusaiError) -> web.Response:
-    status, body, headers = problem_details.of_error(error)
-    return web.json_response(body, status=status, headers=headers, content_type=problem_details.MEDIA_TYPE)
+    return _problem_response(*problem_details.of_error(error))
 
 
 def _timed_out() -> web.Response:
-    return problem(504, "MLflow did not answer in time: try again, or raise HOKUSAI_GATEWAY_READ_TIMEOUT.", {"Retry-After": "5"})
+    return problem(504, "MLflow did not answer in time: try again, or raise HOKUSAI_GATEWAY_READ_TIMEOUT.",
+                   {"Retry-After": problem_details.RETRY_AFTER})
 
 
 def _unreachable(request: web.Request, gateway: Gateway, error: Exception) -> web.Response:
@@ -174,7 +173,7 @@ def _unreachable(request: web.Request, gateway: Gateway, error: Exception) -> we
     else:
         _logger.warning("gateway: MLflow at %s is unreachable: %s", redact_url(gateway.internal), type(error).__name__)
     return problem(502, "MLflow is unreachable behind the gateway, or broke off its answer: try again shortly.",
-                   {"Retry-After": "5"})
+                   {"Retry-After": problem_details.RETRY_AFTER})
 
 
 async def _body(request: web.Request, path: str, caller: keys.Caller | None, headers: CIMultiDict):
@@ -201,31 +200,43 @@ async def _body(request: web.Request, path: str, caller: keys.Caller | None, hea
     return raw
 
 
+def _end_to_end(headers, dropped: frozenset) -> CIMultiDict:
+    """``headers`` without ``dropped`` and without those their ``Connection`` header names."""
+    named = {h.strip().lower() for h in headers.get("Connection", "").split(",")}
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped and k.lower() not in named)
+
+
+def _public(request: web.Request) -> tuple[str, str]:
+    """The scheme and host the client used: a proxy in front of the gateway says them."""
+    return request.headers.get("X-Forwarded-Proto", request.scheme), request.headers.get("X-Forwarded-Host", request.host)
+
+
 def _headers_out(request: web.Request) -> CIMultiDict:
     """The request's headers for MLflow: without the key, cookies and hop-by-hop headers, with
     ``X-Forwarded-*``."""
-    named = {h.strip().lower() for h in request.headers.get("Connection", "").split(",")}
-    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED and k.lower() not in named)
+    headers = _end_to_end(request.headers, NOT_FORWARDED)
     forwarded_for = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{forwarded_for}, {request.remote}" if forwarded_for else (request.remote or "")
-    headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
-    headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
+    headers["X-Forwarded-Proto"], headers["X-Forwarded-Host"] = _public(request)
     return headers
 
 
 def _headers_back(request: web.Request, upstream: aiohttp.ClientResponse, internal: str) -> CIMultiDict:
-    named = {h.strip().lower() for h in upstream.headers.get("Connection", "").split(",")}
-    headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in NOT_RETURNED and k.lower() not in named)
+    headers = _end_to_end(upstream.headers, NOT_RETURNED)
     location = headers.get("Location")
     if location:  # a redirect to the internal server (absolute, or relative to it): to us instead
-        inside, target = URL(internal + "/"), URL(internal + "/").join(URL(location, encoded=True))
+        inside = URL(internal + "/")
+        target = inside.join(URL(location, encoded=True))
         if target.origin() == inside.origin() and target.raw_path.startswith(inside.raw_path):
-            base = f"{request.headers.get('X-Forwarded-Proto', request.scheme)}://{request.headers.get('X-Forwarded-Host', request.host)}"
+            scheme, host = _public(request)
             rest = target.raw_path[len(inside.raw_path) - 1:] + (f"?{target.raw_query_string}" if target.raw_query_string else "")
-            headers["Location"] = f"{base}{PREFIX}{rest}"
+            headers["Location"] = f"{scheme}://{host}{PREFIX}{rest}"
     return headers
 
 
 def problem(status: int, detail: str, headers: dict | None = None) -> web.Response:
-    return web.json_response(problem_details.problem_body(status, detail), status=status, headers=headers,
-                             content_type=problem_details.MEDIA_TYPE)
+    return _problem_response(status, problem_details.problem_body(status, detail), headers)
+
+
+def _problem_response(status: int, body: dict, headers: dict | None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, content_type=problem_details.MEDIA_TYPE)
