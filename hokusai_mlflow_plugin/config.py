@@ -26,7 +26,7 @@ _FILE_KEYS = {
     "tracking_uri", "webhook_secret", "event_webhook_url", "event_webhook_secret", "redis_url",
     "redis_stream", "log_level", "event_console", "relay_horizon", "relay_retry_base",
     "relay_retry_cap", "relay_lease", "api_url", "api_key", "mlflow_internal_uri", "gateway_connect_timeout",
-    "gateway_read_timeout", "gateway_rate_limit",
+    "gateway_read_timeout", "gateway_rate_limit", "provenance",
 }
 
 
@@ -52,6 +52,10 @@ class Settings:
     gateway_connect_timeout: float = 5.0
     gateway_read_timeout: float = 300.0  # between two reads: an artifact download is one long answer
     gateway_rate_limit: str = "1200/minute"  # per API key, the notation of the limits library
+    # Versions whose run or logged model has no recorded maker (made on MLflow directly): "open"
+    # decides them as ever (a laptop, the embedded default); "required" rejects them (production,
+    # where everyone goes through the gateway).
+    provenance: str = "open"
 
     @property
     def event_webhook_secrets(self) -> tuple[str, ...]:
@@ -171,6 +175,14 @@ def _floats(values: dict, *keys: str) -> dict:
     return out
 
 
+def _provenance(value: str | None) -> str:
+    mode = (value or "open").strip().lower()
+    if mode not in ("open", "required"):
+        raise ConfigError(f"HOKUSAI_PROVENANCE is {value!r}: use 'open' (decide versions with no recorded maker as "
+                          "ever) or 'required' (reject them; production, behind the gateway).")
+    return mode
+
+
 def load_settings(config_file: str | None = None, environ=None, **overrides) -> Settings:
     """Settings from a config file, then the environment, then ``overrides`` (CLI options)."""
     env = os.environ if environ is None else environ
@@ -206,6 +218,7 @@ def load_settings(config_file: str | None = None, environ=None, **overrides) -> 
         api_key=values.get("api_key"),
         mlflow_internal_uri=values.get("mlflow_internal_uri"),
         gateway_rate_limit=values.get("gateway_rate_limit") or "1200/minute",
+        provenance=_provenance(values.get("provenance")),
         **_floats(values, "relay_horizon", "relay_retry_base", "relay_retry_cap", "relay_lease", "gateway_connect_timeout",
                   "gateway_read_timeout"),
     )

@@ -70,7 +70,8 @@ def _wire(app: Flask) -> None:
     # wait on two more MLflow writes. The pool's threads start at the first decision, in the worker.
     tagger = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hokusai-outcome-tags")
     service = RegistrationService(
-        session_factory(app.config["HOKUSAI_DATABASE_URL"]), client(app.config["MLFLOW_TRACKING_URI"]), tag_later=tagger.submit
+        session_factory(app.config["HOKUSAI_DATABASE_URL"]), client(app.config["MLFLOW_TRACKING_URI"]), tag_later=tagger.submit,
+        provenance=app.config["HOKUSAI_SETTINGS"].provenance,
     )
     app.extensions["hokusai"] = service
     if not app.config["HOKUSAI_RELAY"]:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hokusai_mlflow_plugin.core.errors import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZED, HokusaiError
-from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, ApiKey, utcnow
+from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, USER, ApiKey, utcnow
 
 READ, REGISTER, ADMIN = "read", "register", "admin"
 SCOPES = (READ, REGISTER, ADMIN)  # each includes the ones before it
@@ -62,6 +62,7 @@ class Caller:
     name: str
     scopes: tuple[str, ...]
     expires_at: datetime | None = field(default=None, compare=False)
+    user_id: int | None = None  # the user the key acts for; None only for an operator's admin key
 
     def allows(self, scope: str) -> bool:
         return allows(self.scopes, scope)
@@ -101,16 +102,28 @@ class NewKey:
     record: dict  # what ``to_dict`` shows of it
 
 
-def create(session: Session, name: str, scopes: tuple[str, ...], expires_in: timedelta | None = None) -> NewKey:
-    """A new key. Its secret is in ``NewKey.key`` and nowhere else, ever."""
+def create(
+    session: Session, name: str, scopes: tuple[str, ...], expires_in: timedelta | None = None, user: str | None = None
+) -> NewKey:
+    """A new key, acting for ``user``. Without one, a ``read`` or ``register`` key acts for a user
+    of the key's own name (made if missing), and an ``admin`` key is an operator's, of no user.
+    Its secret is in ``NewKey.key`` and nowhere else, ever."""
+    from hokusai_mlflow_plugin.auth import principals
+
     name = (name or "").strip()
     if not name or len(name) > 128:
         raise ApiKeyError("Give the key a name of 1 to 128 characters, such as 'ci-training'.", INVALID)
+    if user:
+        owner = principals.find(session, user, USER)
+    elif allows(scopes, ADMIN):
+        owner = None
+    else:
+        owner = principals.user_named(session, name)
     secret = secrets.token_urlsafe(32)
     key_id = secrets.token_hex(4)
     now = utcnow()
     row = ApiKey(key_id=key_id, secret_sha256=digest(secret), name=name, scopes=",".join(scopes), created_at=now,
-                 expires_at=now + expires_in if expires_in else None)
+                 expires_at=now + expires_in if expires_in else None, user_id=owner.id if owner else None)
     session.add(row)
     session.flush()
     return NewKey(f"{PREFIX}{key_id}_{secret}", row.to_dict())
@@ -187,7 +200,7 @@ def judge(row, key_id: str, secret: str, now: datetime) -> tuple[Caller, bool]:
         raise NotAuthenticated(f"API key {key_id} expired: create a new one with 'hokusai apikey create'.")
     touch = row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_EVERY
     expires_at = _aware(row.expires_at) if row.expires_at is not None else None
-    return Caller(key_id, row.name, tuple(row.scopes.split(",")), expires_at), touch
+    return Caller(key_id, row.name, tuple(row.scopes.split(",")), expires_at, row.user_id), touch
 
 
 def require(caller: Caller, scope: str) -> None:

@@ -50,7 +50,7 @@ class Context:
     def service(self):
         from hokusai_mlflow_plugin.registration.service import RegistrationService
 
-        return RegistrationService(self.sessions(), self.client())
+        return RegistrationService(self.sessions(), self.client(), provenance=self.settings.provenance)
 
     def api(self):
         """The HTTP API's client when HOKUSAI_API_URL and HOKUSAI_API_KEY are set (the command then

@@ -64,3 +64,25 @@ def version_key(version: str) -> tuple:
     """The order of MLflow's model versions, which are numbers in strings: "10" is newer than "9"."""
     version = str(version)
     return (0, int(version), "") if version.isdecimal() else (-1, 0, version)
+
+
+_RUN_IN_SOURCE = re.compile(r"^runs:/([0-9a-f]{32})(?:/|$)|/([0-9a-f]{32})/artifacts(?:/|$)")
+_MODEL_IN_SOURCE = re.compile(r"/models/(m-[0-9a-f]{32})/artifacts(?:/|$)")
+
+
+def source_run_id(source: str | None) -> str | None:
+    """The run a version's source names, as MLflow lays out artifacts: ``runs:/<id>/...``, or a
+    location ``.../<experiment id>/<run id>/artifacts/...`` (``mlflow-artifacts:/``, a path, a
+    bucket); None when it names none."""
+    match = _RUN_IN_SOURCE.search(source or "")
+    return (match.group(1) or match.group(2)) if match else None
+
+
+def source_logged_model_id(source: str | None) -> str | None:
+    """The LoggedModel a version's source names: ``models:/m-...`` or a location
+    ``.../models/m-<id>/artifacts``; None when it names none."""
+    found = logged_model_id(source)
+    if found:
+        return found
+    match = _MODEL_IN_SOURCE.search(source or "")
+    return match.group(1) if match else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -48,6 +48,11 @@ class Token(Base):
     model_version: Mapped[str | None] = mapped_column(sa.String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # A user or a team (``Principal``); None: reached by admin keys only (and, where provenance is
+    # ``open``, by versions with no recorded maker).
+    owner_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("hokusai_principals.id", ondelete="SET NULL"), index=True)
+    owner: Mapped["Principal | None"] = relationship(lazy="joined")
 
     def to_dict(self) -> dict:
         return {
@@ -59,6 +64,8 @@ class Token(Base):
             "mlflow_run_id": self.mlflow_run_id,
             "model_name": self.model_name,
             "model_version": self.model_version,
+            "owner": self.owner.name if self.owner is not None else None,
+            "owner_kind": self.owner.kind if self.owner is not None else None,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
@@ -193,6 +200,9 @@ class ApiKey(Base):
     secret_sha256: Mapped[str] = mapped_column(sa.String(64))
     name: Mapped[str] = mapped_column(sa.String(128))
     scopes: Mapped[str] = mapped_column(sa.String(64))  # comma-separated: read,register,admin
+    # The user the key acts for; None only for an operator's admin key.
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="SET NULL"))
+    user: Mapped["Principal | None"] = relationship(lazy="joined")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
@@ -204,8 +214,65 @@ class ApiKey(Base):
             "key_id": self.key_id,
             "name": self.name,
             "scopes": self.scopes.split(","),
+            "user": self.user.name if self.user is not None else None,
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),
             "revoked_at": iso(self.revoked_at),
             "last_used_at": iso(self.last_used_at),
         }
+
+
+# Principals: users and teams share one namespace, so an owner's name is never ambiguous.
+USER, TEAM = "user", "team"
+# What a grant gives on a token (an owner, or a member of the owning team, has both).
+GRANT_READ, GRANT_REGISTER = "read", "register"
+# The MLflow objects whose makers are recorded.
+MADE_RUN, MADE_LOGGED_MODEL = "run", "logged_model"
+
+
+class Principal(Base):
+    """A user or a team."""
+
+    __tablename__ = "hokusai_principals"
+    __table_args__ = (sa.CheckConstraint("kind IN ('user', 'team')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    kind: Mapped[str] = mapped_column(sa.String(8))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamMember(Base):
+    __tablename__ = "hokusai_team_members"
+
+    team_id: Mapped[int] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="CASCADE"), primary_key=True,
+                                         index=True)
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TokenGrant(Base):
+    """``read`` or ``register`` on a token, given to a user or a team beside its owner."""
+
+    __tablename__ = "hokusai_token_grants"
+    __table_args__ = (sa.CheckConstraint("permission IN ('read', 'register')", name="permission"),)
+
+    token_id: Mapped[str] = mapped_column(sa.ForeignKey("hokusai_tokens.token_id", ondelete="CASCADE"), primary_key=True)
+    principal_id: Mapped[int] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="CASCADE"), primary_key=True,
+                                              index=True)
+    permission: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MlflowMaker(Base):
+    """Who made an MLflow run or logged model through the gateway: the authenticated key's user,
+    recorded from MLflow's answer to the create call (never from a tag, which any writer sets)."""
+
+    __tablename__ = "hokusai_mlflow_makers"
+
+    kind: Mapped[str] = mapped_column(sa.String(16), primary_key=True)  # run | logged_model
+    object_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="SET NULL"))
+    key_id: Mapped[str] = mapped_column(sa.String(16))
+    admin: Mapped[bool] = mapped_column(sa.Boolean)  # made with an operator's admin key
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

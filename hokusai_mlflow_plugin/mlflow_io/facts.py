@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from mlflow.entities.model_registry import ModelVersionTag
 
+from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.core import tags
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call
 
@@ -27,6 +28,11 @@ class VersionFacts:
     run_tags: dict[str, str] = field(default_factory=dict)
     run_metrics: dict[str, float] = field(default_factory=dict)
     model_metrics: dict[str, float] = field(default_factory=dict)
+    model_id_field: str | None = None  # the version's own model_id, when it was read back
+
+    def named_objects(self) -> list[tuple[str, str]]:
+        """Every run and logged model the version names or was judged on (provenance's subjects)."""
+        return ownership.sources(self.run_id, self.model_id, self.source, self.model_id_field)
 
     def tag(self, key: str) -> str | None:
         """A ``hokusai_*`` tag: the version's, else the LoggedModel's, else the run's."""
@@ -65,6 +71,7 @@ def fetch(client, model_name: str, version: str, created: dict | None = None) ->
             run_id=mv.run_id or None,
             model_id=getattr(mv, "model_id", None) or tags.logged_model_id(mv.source),
             version_tags=dict(mv.tags or {}),
+            model_id_field=getattr(mv, "model_id", None) or None,
         )
     if facts.model_id:
         try:

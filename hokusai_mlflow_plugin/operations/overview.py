@@ -72,11 +72,11 @@ def key_in_force(conn: sa.Connection, key_id: str, now: datetime | None = None) 
     """The caller key ``key_id`` names if it is neither revoked nor expired, else None: the check
     each console page makes of the key its session was signed in with (one SELECT by key id)."""
     row = conn.execute(
-        sa.select(ApiKey.key_id, ApiKey.name, ApiKey.scopes, ApiKey.expires_at, ApiKey.revoked_at).where(ApiKey.key_id == key_id)
+        sa.select(ApiKey.key_id, ApiKey.name, ApiKey.scopes, ApiKey.expires_at, ApiKey.revoked_at, ApiKey.user_id).where(ApiKey.key_id == key_id)
     ).one_or_none()
     if row is None or row.revoked_at is not None:
         return None
     expires = row.expires_at
     if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)) <= (now or utcnow()):
         return None
-    return Caller(row.key_id, row.name, tuple(row.scopes.split(",")))
+    return Caller(row.key_id, row.name, tuple(row.scopes.split(",")), user_id=row.user_id)

@@ -44,7 +44,9 @@ class _Refused(Exception):
     """Why a version cannot be judged against its token (the rejection's reason)."""
 
 
-def decide(facts: VersionFacts, token: Token | None) -> Decision:
+def decide(facts: VersionFacts, token: Token | None, not_theirs: str | None = None) -> Decision:
+    """``not_theirs``: why the version's makers may not register for the token (provenance,
+    judged by ``auth.ownership``), a rejection once the token is known to take a model."""
     token_id, why_not = token_id_of(facts)
     if token_id is None:
         return Decision(OUTCOME_REJECTED, why_not, run_id=facts.run_id)
@@ -54,6 +56,8 @@ def decide(facts: VersionFacts, token: Token | None) -> Decision:
 
     try:
         _check_token(token_id, token)
+        if not_theirs:
+            raise _Refused(not_theirs)
         metric_name, baseline = _bar(facts, token)
     except _Refused as e:
         return reject(str(e))

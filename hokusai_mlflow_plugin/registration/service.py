@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.db.models import OUTCOME_REGISTERED, OUTCOME_REJECTED, Registration
 from hokusai_mlflow_plugin.db.session import read_engine
@@ -73,9 +74,10 @@ class RegistrationService:
 
     def __init__(
         self, sessions: sessionmaker[Session], client, after_commit: list[Callable[[list[str]], None]] | None = None,
-        tag_later: Callable | None = None,
+        tag_later: Callable | None = None, provenance: str = ownership.OPEN,
     ):
         self.sessions = sessions
+        self.provenance = ownership.check_mode(provenance)  # for versions with no recorded maker
         self.client = client
         self.after_commit = list(after_commit or [])
         self.tag_later = tag_later
@@ -173,7 +175,11 @@ class RegistrationService:
                 records.forget(conn, earlier.id)  # the new decision replaces it
 
         token_id, _ = token_id_of(facts)
-        decision = decide(facts, records.token(conn, token_id))
+        token = records.token(conn, token_id)
+        not_theirs = None
+        if token is not None:
+            not_theirs = ownership.provenance_refusal(conn, token.token_id, facts.named_objects(), self.provenance)
+        decision = decide(facts, token, not_theirs)
         while True:
             reg = records.registration_of(facts, decision, delivery_id)
             if reg.outcome != OUTCOME_REGISTERED:
@@ -184,4 +190,4 @@ class RegistrationService:
                 return Outcome.of(reg), [e.event_id for e in events]
             # Another version took the token between our read and our write: decide again
             # against the token as the winner left it (a rejection that names the winner).
-            decision = decide(facts, records.token(conn, decision.token_id))
+            decision = decide(facts, records.token(conn, decision.token_id), not_theirs)

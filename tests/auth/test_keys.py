@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from hokusai_mlflow_plugin.auth import keys
-from hokusai_mlflow_plugin.db.models import ApiKey, utcnow
+from hokusai_mlflow_plugin.db.models import ApiKey, Principal, utcnow
 from hokusai_mlflow_plugin.db.session import get_engine, session_factory
 
 
@@ -32,7 +32,10 @@ def test_a_key_has_the_typed_form_and_only_its_hash_is_stored(db_url):
     assert row.key_id == key_id and row.secret_sha256 == keys.digest(secret)
     assert secret not in {str(v) for v in vars(row).values()}
     assert "secret" not in str(made.record) and secret not in str(made.record)
-    assert check(db_url, made.key) == keys.Caller(key_id, "k", ("read", "register"))
+    caller = check(db_url, made.key)
+    assert (caller.key_id, caller.name, caller.scopes) == (key_id, "k", ("read", "register"))
+    with session_factory(db_url)() as session:  # a non-admin key without --user acts for a user of its name
+        assert caller.user_id == session.scalars(sa.select(Principal.id).where(Principal.name == "k")).one()
 
 
 @pytest.mark.parametrize("key, why", [
