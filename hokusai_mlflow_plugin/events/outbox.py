@@ -8,6 +8,8 @@ from datetime import timedelta, timezone
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from hokusai_mlflow_plugin.auth import ownership
+from hokusai_mlflow_plugin.auth.keys import Caller
 from hokusai_mlflow_plugin.core import cursors
 from hokusai_mlflow_plugin.core.errors import INVALID, NOT_FOUND, HokusaiError
 
@@ -122,9 +124,11 @@ def page_events(
     token_id: str | None = None,
     limit: int | None = None,
     cursor: str | None = None,
+    caller: Caller | None = None,
 ) -> tuple[list[dict], str | None]:
-    """One page of events, newest first, each with its deliveries per sink, and the next page's
-    cursor (or None). ``status`` keeps the events with a delivery in that state."""
+    """One page of the events ``caller`` may read (None: all), newest first, each with its
+    deliveries per sink, and the next page's cursor (or None). ``status`` keeps the events with a
+    delivery in that state."""
     if status and status not in DELIVERY_STATES:
         raise OutboxError(f"Unknown delivery status '{status}': use one of {', '.join(DELIVERY_STATES)}.", INVALID)
     limit = cursors.limit_of(limit)
@@ -133,6 +137,8 @@ def page_events(
         query = query.where(OutboxEvent.event_type == event_type)
     if token_id:
         query = query.where(OutboxEvent.payload["token_id"].as_string() == token_id)
+    if caller is not None and (mine := ownership.visible_events(caller)) is not None:
+        query = query.where(mine)
     if status:
         query = query.where(sa.exists(sa.select(Delivery.id).where(Delivery.event_id == OutboxEvent.event_id, Delivery.status == status)))
     after = cursors.decode(cursor, 1)
@@ -151,9 +157,13 @@ def page_events(
     return items, cursors.encode(found[-1].id) if more else None
 
 
-def event_detail(session: Session, event_id: str) -> dict:
-    """One event: its payload, and every sink's delivery with every attempt."""
-    event = session.scalars(sa.select(OutboxEvent).where(OutboxEvent.event_id == event_id)).one_or_none()
+def event_detail(session: Session, event_id: str, caller: Caller | None = None) -> dict:
+    """One event: its payload, and every sink's delivery with every attempt. An event of a token
+    ``caller`` may not read is answered as one that does not exist."""
+    query = sa.select(OutboxEvent).where(OutboxEvent.event_id == event_id)
+    if caller is not None and (mine := ownership.visible_events(caller)) is not None:
+        query = query.where(mine)
+    event = session.scalars(query).one_or_none()
     if event is None:
         raise OutboxError(f"No event '{event_id}' in the outbox: see 'hokusai events list'.", NOT_FOUND)
     return {**_event(event), "deliveries": list_deliveries(session, event_id=event_id)}

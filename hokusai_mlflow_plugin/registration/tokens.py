@@ -12,7 +12,19 @@ from sqlalchemy.orm import Session
 from hokusai_mlflow_plugin.core import cursors, gate, tags
 from hokusai_mlflow_plugin.core.errors import CONFLICT, NOT_FOUND, HokusaiError
 from hokusai_mlflow_plugin.core.metrics import get_metric
-from hokusai_mlflow_plugin.db.models import DRAFT, TOKEN_STATUSES, Registration, Token, iso
+from hokusai_mlflow_plugin.auth import ownership, principals
+from hokusai_mlflow_plugin.auth.keys import Caller
+from hokusai_mlflow_plugin.db.models import (
+    DRAFT,
+    GRANT_READ,
+    GRANT_REGISTER,
+    TOKEN_STATUSES,
+    Principal,
+    Registration,
+    Token,
+    TokenGrant,
+    iso,
+)
 
 
 class TokenError(HokusaiError):
@@ -26,8 +38,12 @@ def normalize(token_id: str) -> str:
     return normalized
 
 
-def create(session: Session, token_id: str, metric: str | None = None, baseline: float | None = None) -> Token:
+def create(
+    session: Session, token_id: str, metric: str | None = None, baseline: float | None = None, owner: str | None = None
+) -> Token:
+    """A draft token, owned by the user or team ``owner`` (None: reached by admin keys only)."""
     token_id = normalize(token_id)
+    owner_row = principals.find(session, owner) if owner else None
     if baseline is not None and not metric:
         raise TokenError("A baseline needs its metric: give --metric too (for example --metric auroc).")
     try:
@@ -38,7 +54,8 @@ def create(session: Session, token_id: str, metric: str | None = None, baseline:
         raise TokenError(str(e)) from None
     if session.get(Token, token_id) is not None:
         raise TokenError(f"Token '{token_id}' exists already: see 'hokusai token show {token_id}'.", CONFLICT)
-    token = Token(token_id=token_id, status=DRAFT, metric_name=m.name if m else None, baseline_value=baseline)
+    token = Token(token_id=token_id, status=DRAFT, metric_name=m.name if m else None, baseline_value=baseline,
+                  owner=owner_row)
     session.add(token)
     try:
         session.flush()  # the primary key decides a concurrent create
@@ -55,13 +72,58 @@ def get(session: Session, token_id: str) -> Token:
     return token
 
 
+def set_owner(session: Session, token_id: str, owner: str | None) -> Token:
+    """Give the token to the user or team ``owner`` (None: to nobody, admins only)."""
+    token = get(session, token_id)
+    token.owner = principals.find(session, owner) if owner else None
+    session.flush()
+    return token
+
+
+def grant(session: Session, token_id: str, name: str, permission: str) -> Token:
+    """Give user or team ``name`` ``read`` or ``register`` on the token (replacing an earlier grant)."""
+    if permission not in (GRANT_READ, GRANT_REGISTER):
+        raise TokenError(f"Unknown permission {permission!r}: use read or register.")
+    token = get(session, token_id)
+    who = principals.find(session, name)
+    row = session.get(TokenGrant, (token.token_id, who.id))
+    if row is None:
+        session.add(TokenGrant(token_id=token.token_id, principal_id=who.id, permission=permission))
+    else:
+        row.permission = permission
+    session.flush()
+    return token
+
+
+def revoke_grant(session: Session, token_id: str, name: str) -> Token:
+    token = get(session, token_id)
+    who = principals.find(session, name)
+    row = session.get(TokenGrant, (token.token_id, who.id))
+    if row is None:
+        raise TokenError(f"{who.kind.capitalize()} '{who.name}' has no grant on token '{token.token_id}': see "
+                         f"'hokusai token show {token.token_id}'.", NOT_FOUND)
+    session.delete(row)
+    session.flush()
+    return token
+
+
+def grants(session: Session, token_id: str) -> list[dict]:
+    """Who besides the owner may read or register for the token."""
+    rows = session.execute(sa.select(Principal.name, Principal.kind, TokenGrant.permission)
+                           .join(Principal, Principal.id == TokenGrant.principal_id)
+                           .where(TokenGrant.token_id == normalize(token_id)).order_by(Principal.name))
+    return [{"name": name, "kind": kind, "permission": permission} for name, kind, permission in rows]
+
+
 def check_status(status: str | None) -> None:
     if status and status not in TOKEN_STATUSES:
         raise TokenError(f"Unknown status '{status}': use one of {', '.join(TOKEN_STATUSES)}.")
 
 
-def list_tokens(session: Session, status: str | None = None) -> list[Token]:
+def list_tokens(session: Session, status: str | None = None, unowned: bool = False) -> list[Token]:
     query = sa.select(Token).order_by(Token.created_at, Token.token_id)
+    if unowned:
+        query = query.where(Token.owner_id.is_(None))
     if status:
         check_status(status)
         query = query.where(Token.status == status)
@@ -69,12 +131,17 @@ def list_tokens(session: Session, status: str | None = None) -> list[Token]:
 
 
 def page_tokens(
-    session: Session, status: str | None = None, q: str | None = None, limit: int | None = None, cursor: str | None = None
+    session: Session, status: str | None = None, q: str | None = None, limit: int | None = None, cursor: str | None = None,
+    caller: Caller | None = None, unowned: bool = False,
 ) -> tuple[list[Token], str | None]:
-    """One page of tokens, oldest first (status and a substring of the id filter them), and the
-    cursor of the next page, or None at the end. One indexed query, however deep the page."""
+    """One page of the tokens ``caller`` may read (None: all), oldest first (status, a substring
+    of the id and having no owner filter them), and the cursor of the next page, or None at the
+    end. One indexed query, however deep the page: the caller's rights are in its WHERE."""
     limit = cursors.limit_of(limit)
-    query = sa.select(Token).order_by(Token.created_at, Token.token_id).limit(limit + 1)
+    query = _where(sa.select(Token).order_by(Token.created_at, Token.token_id).limit(limit + 1),
+                   ownership.visible(caller) if caller is not None else None)
+    if unowned:
+        query = query.where(Token.owner_id.is_(None))
     if status:
         check_status(status)
         query = query.where(Token.status == status)
@@ -97,16 +164,23 @@ def page_registrations(
     model_name: str | None = None,
     limit: int | None = None,
     cursor: str | None = None,
+    caller: Caller | None = None,
 ) -> tuple[list[Registration], str | None]:
-    """One page of registrations, newest first, and the next page's cursor (or None)."""
+    """One page of the registrations ``caller`` may read (None: all), newest first, and the next
+    page's cursor (or None)."""
     limit = cursors.limit_of(limit)
     query = _registrations_of(sa.select(Registration).order_by(Registration.id.desc()).limit(limit + 1),
                               token_id, outcome, model_name)
+    query = _where(query, ownership.visible_registrations(caller) if caller is not None else None)
     after = cursors.decode(cursor, 1)
     if after:
         query = query.where(Registration.id < int(after[0]))
     found, more = cursors.take(list(session.scalars(query)), limit)
     return found, cursors.encode(found[-1].id) if more else None
+
+
+def _where(query: sa.Select, clause) -> sa.Select:
+    return query if clause is None else query.where(clause)
 
 
 def _registrations_of(query: sa.Select, token_id: str | None, outcome: str | None, model_name: str | None) -> sa.Select:
