@@ -17,7 +17,9 @@ from hokusai_mlflow_plugin.cli.gateway import gateway
 from hokusai_mlflow_plugin.cli.model import model
 from hokusai_mlflow_plugin.cli.reconcile import reconcile
 from hokusai_mlflow_plugin.cli.stack import demo, up
+from hokusai_mlflow_plugin.cli.team import team
 from hokusai_mlflow_plugin.cli.token import token
+from hokusai_mlflow_plugin.cli.user import user
 from hokusai_mlflow_plugin.cli.webhook import webhook
 
 
@@ -36,5 +38,5 @@ def main(ctx, config_file, database_url, tracking_uri, debug):
     ctx.obj = Context(config_file, {"database_url": database_url, "tracking_uri": tracking_uri}, debug)
 
 
-for command in (db, token, model, events, reconcile, webhook, gateway, apikey, up, demo):
+for command in (db, token, model, events, reconcile, webhook, gateway, apikey, user, team, up, demo):
     main.add_command(command)

@@ -16,20 +16,25 @@ def apikey():
 @click.argument("name")
 @click.option("--scope", "scope", default="read", show_default=True, help="Comma-separated: read, register, admin (each includes the ones before it).")
 @click.option("--expires-in", help="A lifetime such as 90d, 12h or 30m (default: no expiry).")
+@click.option("--user", "user_name", metavar="USER",
+              help="The user the key acts for (see 'hokusai user create'). Default: a read or register key acts "
+                   "for a user of the key's own name, made if missing; an admin key acts for no user.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 @domain_errors
-def apikey_create(obj, name, scope, expires_in, as_json):
-    """Create key NAME and print it once: it is not stored, and cannot be shown again."""
+def apikey_create(obj, name, scope, expires_in, user_name, as_json):
+    """Create key NAME and print it once: it is not stored, and cannot be shown again. The key may do
+    what its scopes allow, and only on what its user may reach."""
     from hokusai_mlflow_plugin.auth import keys
 
     scopes = keys.parse_scopes(scope)
     lifetime = keys.parse_duration(expires_in) if expires_in else None
     with obj.sessions().begin() as session:
-        made = keys.create(session, name, scopes, lifetime)
+        made = keys.create(session, name, scopes, lifetime, user=user_name)
+    acts_for = f"user '{made.record['user']}'" if made.record["user"] else "no user (an operator's admin key)"
     text = (
         f"Created API key {made.record['key_id']} '{made.record['name']}' ({', '.join(scopes)}"
-        f"{', expires ' + made.record['expires_at'] if made.record['expires_at'] else ''}).\n"
+        f"{', expires ' + made.record['expires_at'] if made.record['expires_at'] else ''}), acting for {acts_for}.\n"
         f"{made.key}\n"
         "Store it now, in a secret manager or as HOKUSAI_API_KEY / MLFLOW_TRACKING_TOKEN: it is shown only once."
     )
@@ -41,17 +46,17 @@ def apikey_create(obj, name, scope, expires_in, as_json):
 @pass_ctx
 @domain_errors
 def apikey_list(obj, as_json):
-    """List the keys: ids, names, scopes and last use, never a secret."""
+    """List the keys: ids, names, the user each acts for, scopes and last use, never a secret."""
     from hokusai_mlflow_plugin.auth import keys
 
     with obj.sessions()() as session:
         data = [k.to_dict() for k in keys.list_keys(session)]
     rows = [
-        (k["key_id"], k["name"], ",".join(k["scopes"]), k["last_used_at"] or "never",
+        (k["key_id"], k["name"], k["user"] or "-", ",".join(k["scopes"]), k["last_used_at"] or "never",
          "revoked" if k["revoked_at"] else (f"expires {k['expires_at']}" if k["expires_at"] else "active"))
         for k in data
     ]
-    emit(data, as_json, table(("KEY ID", "NAME", "SCOPES", "LAST USED", "STATE"), rows) if rows else "No API keys.")
+    emit(data, as_json, table(("KEY ID", "NAME", "USER", "SCOPES", "LAST USED", "STATE"), rows) if rows else "No API keys.")
 
 
 @apikey.command("revoke")
