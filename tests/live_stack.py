@@ -209,9 +209,19 @@ class Stack:
         with self.sessions.begin() as s:
             return keys.create(s, name, scopes or ("read",)).key
 
-    def create_token(self, token_id: str, metric: str | None = "auroc", baseline: float | None = 0.82, status: str = "draft") -> None:
+    def create_token(self, token_id: str, metric: str | None = "auroc", baseline: float | None = 0.82, status: str = "draft",
+                     owner: str | None = None) -> None:
+        """A token, owned by the user or team ``owner`` (made as a user if missing)."""
+        from hokusai_mlflow_plugin.auth import principals
+
         with self.sessions.begin() as s:
-            s.add(Token(token_id=token_id, status=status, metric_name=metric, baseline_value=baseline))
+            who = None
+            if owner is not None:
+                try:
+                    who = principals.find(s, owner)
+                except principals.PrincipalError:
+                    who = principals.user_named(s, owner)
+            s.add(Token(token_id=token_id, status=status, metric_name=metric, baseline_value=baseline, owner=who))
 
     def token(self, token_id: str) -> dict:
         with self.sessions() as s:
