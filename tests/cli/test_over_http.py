@@ -35,7 +35,7 @@ def http_cli(pg_stack, tmp_path, monkeypatch):
 
 
 def test_register_over_http_registered_then_rejected_then_unknown(http_cli, pg_stack, tmp_path, token_id):
-    pg_stack.create_token(token_id, "auroc", 0.82)
+    pg_stack.create_token(token_id, "auroc", 0.82, owner="test")
     model = joblib_file(tmp_path)
     registered = http_cli("model", "register", "--token-id", token_id, "--model-path", model, "--metric-value", "0.9", "--json")
     decision = json.loads(registered.stdout)
@@ -53,7 +53,7 @@ def test_register_over_http_registered_then_rejected_then_unknown(http_cli, pg_s
     assert token_id in http_cli("token", "list", "--status", "registered").output
 
     second = token_id + "-B"
-    pg_stack.create_token(second, "auroc", 0.99)
+    pg_stack.create_token(second, "auroc", 0.99, owner="test")
     rejected = http_cli("model", "register", "--token-id", second, "--model-path", model, "--metric-value", "0.5", code=1)
     assert "Rejected" in rejected.stdout and "below the baseline 0.99" in rejected.stdout
     unknown = http_cli("model", "register", "--token-id", "NOPE-" + token_id, "--model-path", model, "--metric-value", "0.5", code=1)

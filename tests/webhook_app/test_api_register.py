@@ -28,7 +28,7 @@ def registrar(stack) -> Api:
 
 
 def test_a_logged_model_is_registered_once_with_its_run_and_value(stack, registrar, token_id, unique_name):
-    stack.create_token(token_id, "auroc", 0.82)
+    stack.create_token(token_id, "auroc", 0.82, owner="test")
     uri, _, run_id = logged(0.91)
     answer = registrar.post("/models/register", json={"token_id": token_id.lower(), "model_uri": uri, "model_name": unique_name})
     assert answer.status_code == 200, answer.text
@@ -50,7 +50,7 @@ def test_a_logged_model_is_registered_once_with_its_run_and_value(stack, registr
 
 
 def test_a_run_uri_that_misses_the_baseline_is_rejected_and_the_token_stays_draft(stack, registrar, token_id, unique_name):
-    stack.create_token(token_id, "auroc", 0.82)
+    stack.create_token(token_id, "auroc", 0.82, owner="test")
     _, runs_uri, run_id = logged(0.70)
     answer = registrar.post("/models/register", json={"token_id": token_id, "model_uri": runs_uri, "model_name": unique_name})
     assert answer.status_code == 200, answer.text
@@ -62,7 +62,7 @@ def test_a_run_uri_that_misses_the_baseline_is_rejected_and_the_token_stays_draf
 def test_unknown_tokens_bad_uris_and_a_lower_bar_are_refused_and_write_nothing(stack, registrar, token_id, unique_name):
     uri = logged(0.9)[0]
     assert_problem(registrar.post("/models/register", json={"token_id": token_id, "model_uri": uri}), 404, f"Unknown token '{token_id}'")
-    stack.create_token(token_id, "auroc", 0.82)
+    stack.create_token(token_id, "auroc", 0.82, owner="test")
     for body, field in [
         ({"token_id": token_id, "model_uri": "s3://bucket/model.pkl"}, "model_uri"),
         ({"token_id": token_id, "model_uri": "models:/m-" + "0" * 32}, "model_uri"),
@@ -77,7 +77,7 @@ def test_unknown_tokens_bad_uris_and_a_lower_bar_are_refused_and_write_nothing(s
 
 
 def test_503_with_retry_after_when_the_database_or_mlflow_is_down(stack, token_id):
-    stack.create_token(token_id, "auroc", 0.82)
+    stack.create_token(token_id, "auroc", 0.82, owner="test")
     key = stack.api_key("register")
     mlflow_down = ReceiverThread({**stack.receiver_config, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}).start()
     database_down = ReceiverThread({**stack.receiver_config, "HOKUSAI_DATABASE_URL": "postgresql://hokusai@127.0.0.1:9/hokusai"}).start()
