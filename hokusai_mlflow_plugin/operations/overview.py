@@ -1,6 +1,6 @@
-"""The console's aggregates: tokens by status, decisions per hour and in the last day, and
-whether a signed-in key is still in force. Each is one bounded query; functions take a session
-(or a connection) and never commit."""
+"""The console's aggregates: tokens by status, decisions per hour and in the last day (of the
+tokens a caller may read), tokens nobody owns, and whether a signed-in key is still in force. Each
+is one bounded query; functions take a session (or a connection) and never commit."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.auth.keys import Caller
 from hokusai_mlflow_plugin.db.models import (
     OUTCOME_REGISTERED,
     OUTCOME_REJECTED,
     TOKEN_STATUSES,
+    USER,
     ApiKey,
+    Principal,
     Registration,
     Token,
     utcnow,
@@ -23,26 +26,29 @@ from hokusai_mlflow_plugin.db.models import (
 OUTCOMES = (OUTCOME_REGISTERED, OUTCOME_REJECTED)
 
 
-def tokens_by_status(session: Session) -> dict[str, int]:
-    """How many tokens are in each status (every status, zero where none)."""
-    counts = dict(session.execute(sa.select(Token.status, sa.func.count()).group_by(Token.status)).all())
+def tokens_by_status(session: Session, caller: Caller | None = None) -> dict[str, int]:
+    """How many tokens ``caller`` may read (None: all) are in each status (every status, zero
+    where none). The caller's rights are in the query's WHERE."""
+    query = _where(sa.select(Token.status, sa.func.count()).group_by(Token.status),
+                   ownership.visible(caller) if caller is not None else None)
+    counts = dict(session.execute(query).all())
     return {status: counts.get(status, 0) for status in TOKEN_STATUSES} | counts
 
 
-def decisions(session: Session, hours: int = 7 * 24, recent: timedelta = timedelta(hours=24), now: datetime | None = None) -> dict:
-    """Registered and rejected versions per UTC hour over the last ``hours`` (``"hours"``, oldest
-    first, every hour present, zeros where nothing was decided), and in the last ``recent``
-    exactly (``"recent"``). One scan: a GROUP BY of at most 2 x ``hours`` rows, the recent ones
-    counted by a FILTER in the same pass."""
+def decisions(session: Session, hours: int = 7 * 24, recent: timedelta = timedelta(hours=24), now: datetime | None = None,
+              caller: Caller | None = None) -> dict:
+    """Registered and rejected versions of the tokens ``caller`` may read (None: all) per UTC hour
+    over the last ``hours`` (``"hours"``, oldest first, every hour present, zeros where nothing was
+    decided), and in the last ``recent`` exactly (``"recent"``). One scan: a GROUP BY of at most
+    2 x ``hours`` rows, the recent ones counted by a FILTER in the same pass."""
     now = (now or utcnow()).astimezone(timezone.utc)
     last = now.replace(minute=0, second=0, microsecond=0)
     first = last - timedelta(hours=hours - 1)
     hour = _hour(session.get_bind().dialect.name)
-    rows = session.execute(
-        sa.select(hour, Registration.outcome, sa.func.count(), sa.func.count().filter(Registration.created_at >= now - recent))
-        .where(Registration.created_at >= min(first, now - recent))
-        .group_by(hour, Registration.outcome)
-    ).all()
+    query = (sa.select(hour, Registration.outcome, sa.func.count(), sa.func.count().filter(Registration.created_at >= now - recent))
+             .where(Registration.created_at >= min(first, now - recent))
+             .group_by(hour, Registration.outcome))
+    rows = session.execute(_where(query, ownership.visible_registrations(caller) if caller is not None else None)).all()
     counts: dict[tuple[datetime, str], int] = {}
     totals = {outcome: 0 for outcome in OUTCOMES}
     for bucket, outcome, n, n_recent in rows:
@@ -53,6 +59,17 @@ def decisions(session: Session, hours: int = 7 * 24, recent: timedelta = timedel
         at = first + timedelta(hours=i)
         buckets.append({"hour": at, **{outcome: counts.get((at, outcome), 0) for outcome in OUTCOMES}})
     return {"hours": buckets, "recent": totals}
+
+
+def unowned_tokens(session: Session) -> int:
+    """How many tokens have no owner, once the deployment has users (else 0): each is reached by
+    admin keys only, so no user's key sees it. One query."""
+    has_users = sa.exists(sa.select(Principal.id).where(Principal.kind == USER))
+    return session.scalar(sa.select(sa.func.count()).select_from(Token).where(Token.owner_id.is_(None), has_users))
+
+
+def _where(query: sa.Select, clause) -> sa.Select:
+    return query if clause is None else query.where(clause)
 
 
 def _hour(dialect: str):

@@ -1,11 +1,11 @@
-"""The console's actions (admin scope): redeliver an event or every dead delivery, and create,
-list and revoke API keys. Each is a POST with a CSRF token, in one transaction."""
+"""The console's actions (admin scope): redeliver an event or every dead delivery, and create
+(for a user), list and revoke API keys. Each is a POST with a CSRF token, in one transaction."""
 
 from __future__ import annotations
 
 from flask import current_app, flash, g, redirect, render_template, request, url_for
 
-from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.auth import keys, principals
 from hokusai_mlflow_plugin.auth.revocation import revoke_everywhere
 from hokusai_mlflow_plugin.db.models import DEAD, utcnow
 from hokusai_mlflow_plugin.events import outbox
@@ -66,8 +66,10 @@ def key_create():
         scopes = keys.parse_scopes(",".join(form.getlist("scope")))
         lifetime = keys.parse_duration(form["expires"]) if form.get("expires", "").strip() else None
         with sessions().begin() as s:
-            made = keys.create(s, form.get("name", ""), scopes, lifetime)
-    except keys.ApiKeyError as e:
+            # Without a user, as 'hokusai apikey create': a read or register key acts for a user
+            # of its own name, an admin key for none.
+            made = keys.create(s, form.get("name", ""), scopes, lifetime, user=form.get("user", "").strip() or None)
+    except (keys.ApiKeyError, principals.PrincipalError) as e:
         return _keys_page(error=str(e), form=form, status=400)
     # Shown in this answer only: the key is never put in the session, a flash or a log.
     return _keys_page(new_key=made.key, new_record=made.record, status=201)
@@ -86,8 +88,9 @@ def _keys_page(error=None, form=None, new_key=None, new_record=None, status=200)
     now = utcnow()
     with sessions()() as s:
         rows = [k.to_dict() for k in keys.list_keys(s, limit=500)]
+        users = [u["name"] for u in principals.list_users(s, limit=500)]
     for row in rows:
         expired = row["expires_at"] is not None and parse_time(row["expires_at"]) <= now
         row["state"] = "revoked" if row["revoked_at"] else "expired" if expired else "active"
     return render_template("console/keys.html", keys=rows, error=error, form=form or {}, new_key=new_key,
-                           new_record=new_record, scopes=keys.SCOPES), status
+                           new_record=new_record, scopes=keys.SCOPES, users=users), status
