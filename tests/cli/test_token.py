@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,46 +11,14 @@ from click.testing import CliRunner
 
 from hokusai_mlflow_plugin.cli import main
 from hokusai_mlflow_plugin.db.session import get_engine
+from tests.cli.conftest import Cli
 
 SHOW_KEYS = {
     "token_id", "status", "metric_name", "baseline_value", "metric_value", "mlflow_run_id", "model_name", "model_version",
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_hokusai_settings_from_the_shell(monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("HOKUSAI_"):
-            monkeypatch.delenv(var)
-
-
-class Cli:
-    def __init__(self, database_url: str):
-        self.database_url = database_url
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str):
-        return self.runner.invoke(main, ["--database-url", self.database_url, *args])
-
-    def ok(self, *args: str):
-        result = self(*args)
-        assert result.exit_code == 0, result.output
-        return result
-
-    def json(self, *args: str):
-        return json.loads(self.ok(*args, "--json").output)
-
-    def error(self, *args: str, code: int = 1) -> str:
-        """The one-line message of a command that must fail cleanly."""
-        result = self(*args)
-        assert result.exit_code == code, result.output
-        assert isinstance(result.exception, SystemExit), result.exception  # no escaped exception
-        assert "Traceback" not in result.output
-        lines = [line for line in result.output.splitlines() if line.strip()]
-        assert lines and lines[-1].startswith("Error: "), result.output
-        if code == 1:
-            assert len(lines) == 1, result.output
-        return lines[-1]
+pytestmark = pytest.mark.usefixtures("no_hokusai_settings")
 
 
 @pytest.fixture
