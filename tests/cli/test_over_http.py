@@ -69,12 +69,14 @@ def test_errors_over_http_are_the_same_sentences(http_cli, monkeypatch):
     assert "HOKUSAI_API_KEY is not set" in http_cli("token", "list", code=1).output
 
 
-def test_events_list_over_http(http_cli, pg_stack):
+def test_events_list_over_http_shows_the_events_of_the_keys_tokens(http_cli, pg_stack, token_id):
     from tests.events.helpers import add_events
 
-    event_id = add_events(pg_stack.db_url)[0]
-    listed = http_cli("events", "list", "--json")
-    assert event_id in [row["event_id"] for row in json.loads(listed.output)]
+    pg_stack.create_token(token_id, owner="test")
+    event_id = add_events(pg_stack.db_url, token_id=token_id)[0]
+    someone_elses = add_events(pg_stack.db_url, token_id=token_id + "-OTHER")[0]
+    listed = [row["event_id"] for row in json.loads(http_cli("events", "list", "--json").output)]
+    assert event_id in listed and someone_elses not in listed
 
 
 def test_events_redeliver_over_http_is_delivered_by_the_servers_relay(pg_stack, tmp_path, monkeypatch):

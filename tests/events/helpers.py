@@ -19,15 +19,16 @@ SECRET = "whsec_" + "aG9rdXNhaS1ldmVudHMtdGVzdC1zZWNyZXQtMzJieXRlcyE="
 FAST = RetryPolicy(base=0.05, cap=0.2, horizon=60)
 
 
-def add_events(url: str, n: int = 1) -> list[str]:
-    """Write ``n`` token_ready_for_deploy events the way a registration does (rows + NOTIFY)."""
+def add_events(url: str, n: int = 1, token_id: str | None = None) -> list[str]:
+    """Write ``n`` token_ready_for_deploy events the way a registration does (rows + NOTIFY), of
+    ``token_id`` (default: T0, T1, ...)."""
     ids = [str(uuid.uuid4()) for _ in range(n)]
     with session_factory(url).begin() as session:
         session.add_all(
             OutboxEvent(
                 event_id=event_id,
                 event_type="token_ready_for_deploy",
-                payload={"token_id": f"T{i}", "mlflow_run_id": "r", "model_name": "m", "model_version": str(i + 1),
+                payload={"token_id": token_id or f"T{i}", "mlflow_run_id": "r", "model_name": "m", "model_version": str(i + 1),
                          "metadata": {"metric_name": "auroc", "metric_value": 0.9, "baseline_value": 0.8}},
                 created_at=utcnow(),
             )
