@@ -133,12 +133,17 @@ def list_keys(session: Session, limit: int = 1000) -> list[ApiKey]:
     return list(session.scalars(sa.select(ApiKey).order_by(ApiKey.created_at, ApiKey.id).limit(limit)))
 
 
-def revoke(session: Session, key_id: str) -> ApiKey:
-    """Revoke a key. On PostgreSQL the commit also NOTIFYs ``KEYS_CHANNEL`` with its id, which
-    every gateway hears (``auth.revocation``)."""
+def get(session: Session, key_id: str) -> ApiKey:
     row = session.scalars(sa.select(ApiKey).where(ApiKey.key_id == key_id.strip().lower())).one_or_none()
     if row is None:
         raise ApiKeyError(f"No API key '{key_id}': see 'hokusai apikey list'.", NOT_FOUND)
+    return row
+
+
+def revoke(session: Session, key_id: str) -> ApiKey:
+    """Revoke a key. On PostgreSQL the commit also NOTIFYs ``KEYS_CHANNEL`` with its id, which
+    every gateway hears (``auth.revocation``)."""
+    row = get(session, key_id)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
     if session.get_bind().dialect.name == "postgresql":  # again if already revoked: harmless, and heard

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from typing import Iterator
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from hokusai_mlflow_plugin.client.errors import ApiError, ApiUnavailable, EventNotFound, NotFound, TokenNotFound, error_for
+
+
+def _seg(value: str) -> str:
+    """One path segment, escaped: a name never reaches another route."""
+    return quote(str(value), safe="")
 
 
 class HokusaiClient:
@@ -40,14 +45,64 @@ class HokusaiClient:
 
     def token(self, token_id: str) -> dict:
         """A token, with ``registrations``: every model version seen for it, newest first."""
-        return self._call("GET", f"/tokens/{token_id}", not_found=TokenNotFound)
+        return self._call("GET", f"/tokens/{_seg(token_id)}", not_found=TokenNotFound)
 
-    def tokens(self, status: str | None = None, q: str | None = None) -> Iterator[dict]:
-        return self._pages("/tokens", {"status": status, "q": q})
+    def tokens(self, status: str | None = None, q: str | None = None, unowned: bool = False) -> Iterator[dict]:
+        """The tokens this key may read (every token for an admin key)."""
+        return self._pages("/tokens", {"status": status, "q": q, "unowned": "true" if unowned else None})
 
-    def create_token(self, token_id: str, metric: str | None = None, baseline: float | None = None) -> dict:
-        body = {"token_id": token_id, "metric": metric, "baseline": baseline}
+    def create_token(self, token_id: str, metric: str | None = None, baseline: float | None = None,
+                     owner: str | None = None) -> dict:
+        body = {"token_id": token_id, "metric": metric, "baseline": baseline, "owner": owner}
         return self._call("POST", "/tokens", json={k: v for k, v in body.items() if v is not None})
+
+    # -- ownership (admin keys) ----------------------------------------------------------------------
+
+    def set_owner(self, token_id: str, owner: str | None) -> dict:
+        """Give the token to user or team ``owner`` (None: to nobody, admins only)."""
+        return self._call("PUT", f"/tokens/{_seg(token_id)}/owner", json={"owner": owner}, not_found=TokenNotFound)
+
+    def grant(self, token_id: str, name: str, permission: str) -> list[dict]:
+        return self._call("PUT", f"/tokens/{_seg(token_id)}/grants/{_seg(name)}", json={"permission": permission})["items"]
+
+    def revoke_grant(self, token_id: str, name: str) -> list[dict]:
+        return self._call("DELETE", f"/tokens/{_seg(token_id)}/grants/{_seg(name)}")["items"]
+
+    def grants(self, token_id: str) -> list[dict]:
+        return self._call("GET", f"/tokens/{_seg(token_id)}/grants", not_found=TokenNotFound)["items"]
+
+    def me(self) -> dict:
+        """This key: its id, name, scopes, user and the user's teams."""
+        return self._call("GET", "/me")
+
+    def users(self) -> list[dict]:
+        return self._call("GET", "/users")["items"]
+
+    def create_user(self, name: str) -> dict:
+        return self._call("POST", "/users", json={"name": name})
+
+    def teams(self) -> list[dict]:
+        return self._call("GET", "/teams")["items"]
+
+    def create_team(self, name: str) -> dict:
+        return self._call("POST", "/teams", json={"name": name})
+
+    def add_member(self, team: str, user: str) -> dict:
+        return self._call("PUT", f"/teams/{_seg(team)}/members/{_seg(user)}")
+
+    def remove_member(self, team: str, user: str) -> dict:
+        return self._call("DELETE", f"/teams/{_seg(team)}/members/{_seg(user)}")
+
+    def api_keys(self) -> list[dict]:
+        return self._call("GET", "/keys")["items"]
+
+    def create_api_key(self, name: str, scopes: list[str], user: str | None = None, expires_in: str | None = None) -> dict:
+        """A new key; its ``key`` is shown in this answer only."""
+        body = {"name": name, "scopes": list(scopes), "user": user, "expires_in": expires_in}
+        return self._call("POST", "/keys", json={k: v for k, v in body.items() if v is not None})
+
+    def revoke_api_key(self, key_id: str) -> dict:
+        return self._call("POST", f"/keys/{_seg(key_id)}/revoke")
 
     def registrations(self, token: str | None = None, status: str | None = None, model: str | None = None) -> Iterator[dict]:
         return self._pages("/registrations", {"token": token, "status": status, "model": model})

@@ -52,7 +52,7 @@ class Token(Base):
     # ``open``, by versions with no recorded maker).
     owner_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("hokusai_principals.id", ondelete="SET NULL"), index=True)
-    owner: Mapped["Principal | None"] = relationship(lazy="joined")
+    owner: Mapped["Principal | None"] = relationship(lazy="selectin")
 
     def to_dict(self) -> dict:
         return {
@@ -202,7 +202,7 @@ class ApiKey(Base):
     scopes: Mapped[str] = mapped_column(sa.String(64))  # comma-separated: read,register,admin
     # The user the key acts for; None only for an operator's admin key.
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="SET NULL"))
-    user: Mapped["Principal | None"] = relationship(lazy="joined")
+    user: Mapped["Principal | None"] = relationship(lazy="selectin")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]

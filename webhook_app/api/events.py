@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import current_app
+from flask import current_app, g
 
 from hokusai_mlflow_plugin.auth.keys import ADMIN, READ
 from hokusai_mlflow_plugin.core.errors import BadOption
 from hokusai_mlflow_plugin.events import outbox
 from webhook_app.api.blueprint import bp, next_link
-from webhook_app.api.auth import needs
+from webhook_app.api.auth import FILTERED, OBJECT, OPERATOR, needs
 from webhook_app.api.schemas import BulkRedeliverQuery, EventDetail, EventPage, EventPath, EventQuery, Problem, Redelivered
 
 
@@ -27,22 +27,23 @@ def _kick(event_ids=None) -> None:
 
 
 @bp.get("/events", responses={200: EventPage, 401: Problem, 403: Problem, 422: Problem}, summary="Outbox events, newest first")
-@needs(READ)
+@needs(READ, FILTERED)
 def list_events(query: EventQuery):
     with _sessions()() as session:
-        items, cursor = outbox.page_events(session, query.status, query.type, query.token, query.limit, query.cursor)
+        items, cursor = outbox.page_events(session, query.status, query.type, query.token, query.limit, query.cursor,
+                                           caller=g.caller)
     return {"items": items, "next": next_link(cursor)}
 
 
 @bp.get("/events/<event_id>", responses={200: EventDetail, 401: Problem, 403: Problem, 404: Problem}, summary="An event, each sink's delivery and every attempt")
-@needs(READ)
+@needs(READ, OBJECT)
 def show_event(path: EventPath):
     with _sessions()() as session:
-        return outbox.event_detail(session, path.event_id)
+        return outbox.event_detail(session, path.event_id, caller=g.caller)
 
 
 @bp.post("/events/<event_id>/redeliver", responses={202: EventDetail, 401: Problem, 403: Problem, 404: Problem}, summary="Send an event again to every sink")
-@needs(ADMIN)
+@needs(ADMIN, OPERATOR)
 def redeliver_event(path: EventPath):
     with _sessions().begin() as session:
         outbox.reset_for_redelivery(session, path.event_id)
@@ -52,7 +53,7 @@ def redeliver_event(path: EventPath):
 
 
 @bp.post("/events/redeliver", responses={202: Redelivered, 401: Problem, 403: Problem, 422: Problem}, summary="Send every dead (or failed) delivery again")
-@needs(ADMIN)
+@needs(ADMIN, OPERATOR)
 def redeliver_all(query: BulkRedeliverQuery):
     since = _since(query.since)
     with _sessions().begin() as session:

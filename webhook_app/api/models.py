@@ -6,11 +6,12 @@ import logging
 
 from flask import current_app, g
 
+from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.auth.keys import READ, REGISTER
 from hokusai_mlflow_plugin.registration import tokens
 from hokusai_mlflow_plugin.submit.logged import register_logged
 from webhook_app.api.blueprint import bp, next_link
-from webhook_app.api.auth import needs
+from webhook_app.api.auth import FILTERED, OBJECT, needs
 from webhook_app.api.schemas import Decision, Problem, RegisterBody, RegistrationPage, RegistrationQuery
 
 _logger = logging.getLogger(__name__)
@@ -21,12 +22,15 @@ _logger = logging.getLogger(__name__)
     responses={200: Decision, 401: Problem, 403: Problem, 404: Problem, 409: Problem, 422: Problem, 503: Problem},
     summary="Register a logged model for a token and return the decision",
 )
-@needs(REGISTER)
+@needs(REGISTER, OBJECT)
 def register_model(body: RegisterBody):
     """Creates the MLflow model version of a model that is logged already, and returns the
     decision of the same registration service the webhook uses (synchronously; the webhook's
-    delivery of the same version then finds it decided)."""
+    delivery of the same version then finds it decided). The caller needs ``register`` on the
+    token, and the model counts only if its makers have it too (provenance, in ``register()``)."""
     service = current_app.extensions["hokusai"]
+    with service.sessions() as session:
+        ownership.token_for(session, g.caller, body.token_id, ownership.REGISTER_RIGHT)
     outcome = register_logged(service, body.token_id, body.model_uri, body.model_name, body.metric, body.baseline)
     _logger.info("API key %s registered %s v%s for %s: %s", g.caller.key_id, outcome.model_name,
                  outcome.model_version, outcome.token_id, outcome.status)
@@ -38,8 +42,9 @@ def register_model(body: RegisterBody):
 
 
 @bp.get("/registrations", responses={200: RegistrationPage, 401: Problem, 403: Problem, 422: Problem}, summary="Every decided model version")
-@needs(READ)
+@needs(READ, FILTERED)
 def list_registrations(query: RegistrationQuery):
     with current_app.extensions["hokusai"].sessions() as session:
-        found, cursor = tokens.page_registrations(session, query.token, query.status, query.model, query.limit, query.cursor)
+        found, cursor = tokens.page_registrations(session, query.token, query.status, query.model, query.limit, query.cursor,
+                                                  caller=g.caller)
         return {"items": [r.to_dict() for r in found], "next": next_link(cursor)}

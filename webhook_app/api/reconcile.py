@@ -7,12 +7,12 @@ from flask import current_app
 from hokusai_mlflow_plugin.auth.keys import ADMIN
 from hokusai_mlflow_plugin.registration.reconcile import reconcile_once
 from webhook_app.api.blueprint import bp
-from webhook_app.api.auth import needs
+from webhook_app.api.auth import OPERATOR, needs
 from webhook_app.api.schemas import Problem, Swept
 
 
 @bp.post("/reconcile", responses={200: Swept, 401: Problem, 403: Problem, 503: Problem}, summary="Decide what no webhook decided")
-@needs(ADMIN)
+@needs(ADMIN, OPERATOR)
 def reconcile():
     outcomes = reconcile_once(current_app.extensions["hokusai"])
     return {"decided": [o.to_dict() for o in outcomes]}

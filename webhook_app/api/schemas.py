@@ -33,6 +33,7 @@ class Problem(BaseModel):
 class TokenQuery(Strict):
     status: TokenStatus | None = None
     q: str | None = Field(default=None, max_length=64, description="A part of the token id.")
+    unowned: bool = Field(default=False, description="Only tokens with no owner (which admin keys alone reach).")
     limit: int = Limit
     cursor: str | None = Cursor
 
@@ -41,10 +42,38 @@ class TokenPath(Strict):
     token_id: str = Field(max_length=64)
 
 
+PrincipalName = Field(min_length=1, max_length=128, description="A user's or a team's name.")
+
+
 class TokenCreate(Strict):
     token_id: str = Field(min_length=1, max_length=64, description="Stored upper case, as the platform does.")
     metric: str | None = Field(default=None, max_length=64, description="auroc, accuracy, f1, ... (see the README).")
     baseline: float | None = Field(default=None, description="The value the metric must reach.")
+    owner: str | None = Field(default=None, min_length=1, max_length=128,
+                              description="The user or team that owns it. Without one, only admin keys reach the token.")
+
+
+class OwnerBody(Strict):
+    owner: str | None = Field(min_length=1, max_length=128, description="A user or team; null: no owner (admins only).")
+
+
+class GrantPath(Strict):
+    token_id: str = Field(max_length=64)
+    name: str = PrincipalName
+
+
+class GrantBody(Strict):
+    permission: Literal["read", "register"]
+
+
+class Grant(BaseModel):
+    name: str
+    kind: Literal["user", "team"]
+    permission: Literal["read", "register"]
+
+
+class GrantList(BaseModel):
+    items: list[Grant]
 
 
 class Token(BaseModel):
@@ -56,6 +85,8 @@ class Token(BaseModel):
     mlflow_run_id: str | None = None
     model_name: str | None = None
     model_version: str | None = None
+    owner: str | None = Field(default=None, description="The user or team that owns it; null: admins only.")
+    owner_kind: Literal["user", "team"] | None = None
     created_at: str | None = None
     updated_at: str | None = None
 
@@ -76,6 +107,7 @@ class Registration(BaseModel):
 
 class TokenDetail(Token):
     registrations: list[Registration]
+    grants: list[Grant] | None = Field(default=None, description="Who else may read or register (admin keys only).")
 
 
 class TokenPage(BaseModel):
@@ -193,3 +225,84 @@ class Outcome(BaseModel):
 
 class Swept(BaseModel):
     decided: list[Outcome]
+
+
+# -- principals and keys (admin) -------------------------------------------------------------------
+
+
+class PrincipalCreate(Strict):
+    name: str = PrincipalName
+
+
+class UserPath(Strict):
+    name: str = PrincipalName
+
+
+class TeamPath(Strict):
+    name: str = PrincipalName
+
+
+class MemberPath(Strict):
+    name: str = PrincipalName
+    user: str = PrincipalName
+
+
+class User(BaseModel):
+    name: str
+    teams: list[str]
+    created_at: str | None = None
+
+
+class Team(BaseModel):
+    name: str
+    members: list[str]
+    created_at: str | None = None
+
+
+class UserList(BaseModel):
+    items: list[User]
+
+
+class TeamList(BaseModel):
+    items: list[Team]
+
+
+class KeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    scopes: list[Literal["read", "register", "admin"]] = Field(min_length=1)
+    user: str | None = Field(default=None, min_length=1, max_length=128,
+                             description="The user the key acts for. Default: a read or register key acts for a user "
+                                         "of its own name; an admin key is an operator's.")
+    expires_in: str | None = Field(default=None, max_length=16, description="A lifetime such as 90d, 12h or 30m.")
+
+
+class KeyPath(Strict):
+    key_id: str = Field(max_length=16)
+
+
+class ApiKey(BaseModel):
+    key_id: str
+    name: str
+    scopes: list[str]
+    user: str | None = None
+    created_at: str | None = None
+    expires_at: str | None = None
+    revoked_at: str | None = None
+    last_used_at: str | None = None
+
+
+class NewApiKey(ApiKey):
+    key: str = Field(description="The whole key, hk_<key id>_<secret>: shown once, never again.")
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKey]
+
+
+class Me(BaseModel):
+    key_id: str
+    name: str
+    scopes: list[str]
+    user: str | None = None
+    teams: list[str]
+    admin: bool
