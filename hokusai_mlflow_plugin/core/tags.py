@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 
 from hokusai_mlflow_plugin.core.metrics import SUPPORTED, get_metric, normalize_metric_name
 
@@ -51,9 +52,23 @@ def normalize_metric(value: str) -> str | None:
     return normalize_metric_name(value) if get_metric(value) else None
 
 
+def _as_mlflow_reads(source: str | None) -> str:
+    """``source`` with a ``runs:`` or ``models:`` scheme spelled ``runs:/...``: MLflow parses these
+    with urllib, for which ``RUNS:/x``, ``runs:///x`` and ``runs:/x`` are one URI."""
+    source = source or ""
+    try:
+        parsed = urllib.parse.urlparse(source)
+    except ValueError:
+        return source
+    if parsed.scheme in ("runs", "models") and not parsed.netloc:
+        return f"{parsed.scheme}:/{parsed.path.lstrip('/')}"
+    return source
+
+
 def logged_model_id(source: str | None) -> str | None:
     """``models:/m-abc`` -> ``m-abc``; anything else (runs:/, models:/name/1, paths) -> None."""
-    if source and source.startswith("models:/"):
+    source = _as_mlflow_reads(source)
+    if source.startswith("models:/"):
         rest = source[len("models:/"):].strip("/")
         if rest.startswith("m-") and "/" not in rest:
             return rest
@@ -74,7 +89,7 @@ def source_run_id(source: str | None) -> str | None:
     """The run a version's source names, as MLflow lays out artifacts: ``runs:/<id>/...``, or a
     location ``.../<experiment id>/<run id>/artifacts/...`` (``mlflow-artifacts:/``, a path, a
     bucket); None when it names none."""
-    match = _RUN_IN_SOURCE.search(source or "")
+    match = _RUN_IN_SOURCE.search(_as_mlflow_reads(source))
     return (match.group(1) or match.group(2)) if match else None
 
 
