@@ -19,6 +19,7 @@ from hokusai_mlflow_plugin.auth.key_check import KeyCheck
 from hokusai_mlflow_plugin.config import load_settings
 from hokusai_mlflow_plugin.core.errors import ConfigError
 from webhook_app import configure_logging
+from webhook_app.gateway.makers import MakerRecord
 from webhook_app.gateway.proxy import GATEWAY, PREFIX, Gateway, forward
 from webhook_app.gateway.rate_limit import RateLimit
 
@@ -42,8 +43,10 @@ def create_app(test_config: dict | None = None) -> web.Application:
                           "the MLflow server it stands in front of.")
     configure_logging(settings.log_level)
     gateway = Gateway(config["internal_uri"], KeyCheck(config["database_url"]),
-                      RateLimit(config["rate_limit"], config["redis_url"]), config["connect_timeout"], config["read_timeout"])
-    # Artifacts of any size stream through; only a run's creation is read whole (1 MiB at most).
+                      RateLimit(config["rate_limit"], config["redis_url"]), config["connect_timeout"], config["read_timeout"],
+                      MakerRecord(config["database_url"]))
+    # Artifacts of any size stream through; only the few small bodies that scopes.route_of names are
+    # read whole (proxy.WHOLE at most).
     # Bodies go on as they came: a compressed upload stays compressed (aiohttp would inflate it).
     app = web.Application(client_max_size=1024 * 1024, handler_args={"auto_decompress": False})
     app[GATEWAY] = gateway

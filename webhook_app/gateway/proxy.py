@@ -3,7 +3,10 @@
 The request goes on without the key, cookies and hop-by-hop headers (RFC 9110 section 7.6.1),
 with ``X-Forwarded-*``; bodies stream both ways in constant memory (aiohttp's flow control: a
 slow side pauses the other), Content-Length kept as it came. A run created through the gateway
-is made by the key's name (``mlflow.user``).
+is made by the key's name (``mlflow.user``), and who made each run and logged model is recorded
+before MLflow's answer goes back (``makers``). The tags that are the system's word (a version's
+``hokusai_status`` and ``hokusai_reason``, a run's ``mlflow.user``) are written by no key: the few
+small bodies that may carry them are read whole and judged (``scopes.route_of``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,18 @@ from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.auth.key_check import KeyCheck
 from hokusai_mlflow_plugin.config import redact_url
 from hokusai_mlflow_plugin.core.errors import UNAUTHORIZED, HokusaiError
+from hokusai_mlflow_plugin.db.models import MADE_RUN
+from webhook_app.gateway.makers import MakerRecord, made_id
 from webhook_app.gateway.rate_limit import RateLimit
-from webhook_app.gateway.scopes import RUN_CREATE, scope_of
+from webhook_app.gateway.scopes import (
+    RUN_MAKER_TAGS,
+    VERSION_OUTCOME_TAGS,
+    Route,
+    as_mlflow_reads,
+    refused_tag,
+    route_of,
+    scope_of,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -38,16 +51,19 @@ NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", "host", "content-length
                               "x-forwarded-proto", "x-forwarded-host"}
 NOT_RETURNED = HOP_BY_HOP | {"set-cookie", "content-length"}
 NO_BODY = frozenset({204, 304})
+WHOLE = 16 * 1024 * 1024  # the most of a judged body read whole (a full log-batch is about 1 MiB)
 
 
 class Gateway:
     """What every request shares: the pool of kept-alive connections to MLflow, the key check,
-    the rate limit and the settings."""
+    the rate limit, the record of makers and the settings."""
 
-    def __init__(self, internal_uri: str, key_check: KeyCheck, rate_limit: RateLimit, connect_timeout: float, read_timeout: float):
+    def __init__(self, internal_uri: str, key_check: KeyCheck, rate_limit: RateLimit, connect_timeout: float,
+                 read_timeout: float, makers: MakerRecord):
         self.internal = internal_uri.rstrip("/")
         self.key_check = key_check
         self.rate_limit = rate_limit
+        self.makers = makers
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self.session: aiohttp.ClientSession | None = None
 
@@ -87,7 +103,13 @@ async def forward(request: web.Request) -> web.StreamResponse:
         if isinstance(caller, web.Response):
             return caller
     headers = _headers_out(request)
-    data = await _body(request, path, caller, headers)
+    route = route_of(path) if caller is not None else None
+    if route is None:
+        data = _stream(request, headers)
+    else:
+        data = await _judged_body(request, route, caller, headers)
+        if isinstance(data, web.Response):
+            return data
     query = request.rel_url.raw_query_string
     url = URL(gateway.internal + raw_tail + (f"?{query}" if query else ""), encoded=True)
     try:
@@ -97,6 +119,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
     except aiohttp.ClientError as e:
         return _unreachable(request, gateway, e)
     try:
+        if route is not None and route.makes and request.method == "POST" and upstream.status == 200:
+            return await _recorded(request, upstream, gateway, route, caller)
         return await _answer(request, upstream, gateway.internal)
     except asyncio.TimeoutError:
         return _timed_out()
@@ -176,28 +200,86 @@ def _unreachable(request: web.Request, gateway: Gateway, error: Exception) -> we
                    {"Retry-After": problem_details.RETRY_AFTER})
 
 
-async def _body(request: web.Request, path: str, caller: keys.Caller | None, headers: CIMultiDict):
-    """The request body to send on: the stream itself (constant memory), except for a run's
-    creation, whose JSON gets the key's name as its user."""
+def _stream(request: web.Request, headers: CIMultiDict):
+    """The request body to send on as it comes (constant memory), with its length as it came."""
     if not request.body_exists:
         return None
-    if path.strip("/") not in RUN_CREATE or caller is None:
-        if request.content_length is not None:
-            headers["Content-Length"] = str(request.content_length)
-        return request.content
-    raw = await request.read()
-    try:
-        payload = json.loads(raw or b"{}")
-    except (ValueError, RecursionError):
-        payload = None  # MLflow answers the malformed body itself
-    if isinstance(payload, dict) and isinstance(payload.get("tags") or [], list):
+    if request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)
+    return request.content
+
+
+async def _judged_body(request: web.Request, route: Route, caller: keys.Caller, headers: CIMultiDict):
+    """The body of a request that ``route`` judges, read whole: the 403 that refuses a write of
+    the system's tags (nothing forwarded), else the bytes to send on, a run's creation with the
+    key's name as its user."""
+    raw = b""
+    if request.body_exists:
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > WHOLE:
+                return problem(413, f"The body is larger than {WHOLE // (1024 * 1024)} MiB: send it in smaller batches.")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+    payload = as_mlflow_reads(raw)
+    tag = refused_tag(route, payload, request.rel_url.query.getall("key", []))
+    if tag is not None:
+        return problem(403, _TAG_REFUSALS[route.protected].format(tag=tag, of=route.of))
+    if route.stamps_user and isinstance(payload, dict) and isinstance(payload.get("tags") or [], list):
         user = caller.name
         payload["user_id"] = user
-        run_tags = [t for t in payload.get("tags") or [] if isinstance(t, dict) and t.get("key") != "mlflow.user"]
+        run_tags = [t for t in payload.get("tags") or [] if isinstance(t, dict) and not _is_run_maker(t.get("key"))]
         payload["tags"] = [*run_tags, {"key": "mlflow.user", "value": user}]
         raw = json.dumps(payload).encode()
+    if route.makes:
+        headers["Accept-Encoding"] = "identity"  # the answer is read for the new object's id
+    if not request.body_exists:
+        return None
     headers["Content-Length"] = str(len(raw))
     return raw
+
+
+def _is_run_maker(key) -> bool:
+    return isinstance(key, str) and key.strip().lower() in RUN_MAKER_TAGS
+
+
+_TAG_REFUSALS = {
+    VERSION_OUTCOME_TAGS: "The tag '{tag}' of {of} is the outcome of its registration, written by Hokusai alone: "
+                          "no key may set or delete it. Leave it out of the request.",
+    RUN_MAKER_TAGS: "The tag '{tag}' of {of} names who made it, set by the gateway from the key that created the run: "
+                    "no key may change or delete it. Leave it out of the request.",
+}
+
+
+async def _recorded(request: web.Request, upstream: aiohttp.ClientResponse, gateway: Gateway, route: Route,
+                    caller: keys.Caller) -> web.Response:
+    """MLflow's 200 answer to a run's or a logged model's creation, once its maker is recorded."""
+    answer = await upstream.read()
+    object_id = made_id(route, answer)
+    what = "run" if route.makes == MADE_RUN else "logged model"
+    if object_id is None:
+        # An answer without the id is one no client can use either (MLflow's reads the id from it):
+        # there is nothing to attribute, so it goes on as it came.
+        _logger.warning("gateway: MLflow's answer to %s %s named no %s id; no maker recorded",
+                        request.method, request.rel_url.path, what)
+    else:
+        try:
+            await gateway.makers.record(route.makes, object_id, caller)
+        except Exception as e:  # noqa: BLE001 - every failure to record is the one answer below
+            # The object exists in MLflow, but nobody is credited with it. Passing MLflow's answer on
+            # would leave the client training on an object that counts for no token where provenance
+            # is required (found out only at registration, far from the cause) and, where it is open,
+            # for any token at all. So the client hears it now: MLflow's client retries a 503 by
+            # itself, and the retry makes a new object, recorded once the database is back. What is
+            # left behind is an orphan that nobody is credited with.
+            _logger.error("gateway: the maker of %s %s could not be recorded (%s)", what, object_id, type(e).__name__)
+            return problem(503, f"The {what} {object_id} was created in MLflow, but who made it could not be recorded "
+                                "(the token database is unavailable): it is unattributed, and counts for no token where "
+                                "provenance is required. Try again in a moment: a new one will be made.",
+                           {"Retry-After": problem_details.RETRY_AFTER})
+    return web.Response(status=upstream.status, reason=upstream.reason,
+                        headers=_headers_back(request, upstream, gateway.internal), body=answer)
 
 
 def _end_to_end(headers, dropped: frozenset) -> CIMultiDict:
