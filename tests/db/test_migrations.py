@@ -122,3 +122,51 @@ def test_upgrade_leaves_the_hosts_logging_alone(tmp_path):
         root.removeHandler(handler)
         root.setLevel(saved_level)
         get_engine(url).dispose()
+
+
+def test_0006_gives_each_existing_non_admin_key_a_user_of_its_name_and_keys_keep_working(database_url):
+    """A database of revision 0005 with keys made the old way (two non-admin keys named 'ci', one
+    admin key) and a token with a registration: after the upgrade the two 'ci' keys act for one
+    user 'ci', the admin key for nobody, every key still authenticates, and the token, which keeps
+    no owner, and its registration are whole."""
+    import secrets
+
+    from hokusai_mlflow_plugin.auth import keys, ownership
+    from hokusai_mlflow_plugin.db.models import ApiKey, Principal, Token
+
+    upgrade(database_url, "0005")
+    made = {}
+    with get_engine(database_url).begin() as connection:
+        for key_id, name, scopes in (("0000c101", "ci", "read"), ("0000c102", "ci", "read,register"),
+                                     ("0000ad01", "ops", "admin")):
+            secret = secrets.token_urlsafe(32)
+            connection.execute(sa.text(
+                "INSERT INTO hokusai_api_keys (key_id, secret_sha256, name, scopes, created_at) "
+                "VALUES (:key_id, :digest, :name, :scopes, CURRENT_TIMESTAMP)"),
+                {"key_id": key_id, "digest": keys.digest(secret), "name": name, "scopes": scopes})
+            made[key_id] = f"hk_{key_id}_{secret}"
+        connection.execute(sa.text(
+            "INSERT INTO hokusai_tokens (token_id, status, metric_name, baseline_value, created_at, updated_at) "
+            "VALUES ('OLD1', 'draft', 'auroc', 0.8, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        connection.execute(sa.text(
+            "INSERT INTO hokusai_registrations (model_name, model_version, token_id, outcome, reason, created_at) "
+            "VALUES ('m', '1', 'OLD1', 'rejected', 'too low', CURRENT_TIMESTAMP)"))
+
+    upgrade(database_url)
+    assert is_current(database_url)
+    assert schema_differences(database_url) == []
+    with get_engine(database_url).connect() as connection:
+        users = connection.execute(sa.select(Principal.name, Principal.kind, Principal.id)).all()
+        assert [(name, kind) for name, kind, _ in users] == [("ci", "user")]
+        ci = users[0].id
+        owners = dict(connection.execute(sa.select(ApiKey.key_id, ApiKey.user_id)).all())
+        assert owners == {"0000c101": ci, "0000c102": ci, "0000ad01": None}
+        token = connection.execute(sa.select(Token.token_id, Token.status, Token.owner_id)).one()
+        assert tuple(token) == ("OLD1", "draft", None)
+        assert connection.execute(sa.text("SELECT reason FROM hokusai_registrations")).scalar_one() == "too low"
+    with get_engine(database_url).begin() as connection:
+        callers = {key_id: keys.authenticate(connection, key) for key_id, key in made.items()}
+        assert {k: c.user_id for k, c in callers.items()} == owners
+        # the unowned token: the admin key reaches it, the old 'ci' keys do not
+        assert ownership.right(connection, callers["0000ad01"], "OLD1") == "register"
+        assert ownership.right(connection, callers["0000c102"], "OLD1") is None
