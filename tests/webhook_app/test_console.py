@@ -1,7 +1,8 @@
 """The operator console on the live stack (real PostgreSQL, MLflow server and receiver over HTTP),
 driven by a real headless Chromium as a person uses it: signing in with a key, the pages of
 registered and rejected tokens, redelivery to a real sink, scopes, CSRF, escaping, signing out;
-and the pages' server time on big tables."""
+who sees what (a user their own tokens, an admin all of them and the tokens nobody owns), keys
+made for a user; and the pages' server time on big tables."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ import requests
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from hokusai_mlflow_plugin.auth import keys
-from hokusai_mlflow_plugin.db.models import DEAD, DELIVERED, Delivery, OutboxEvent, Registration, utcnow
+from hokusai_mlflow_plugin.auth import keys, principals
+from hokusai_mlflow_plugin.db.models import (
+    DEAD, DELIVERED, TEAM, USER, Delivery, OutboxEvent, Registration, Token, TokenGrant, utcnow,
+)
 from tests.events.helpers import SECRET, add_events, wait_until
 from tests.harness import ON_CI, CaptureReceiver
 from tests.mlflow_helpers import train_and_register
@@ -96,6 +99,22 @@ def console(browser, pg_stack):
 
 def heading(console: Console, name: str):
     return console.page.get_by_role("heading", name=name, exact=True)
+
+
+def stats(console: Console, card: str) -> dict[str, str]:
+    """The figures of an overview card, as a person reads them: each term and its value."""
+    region = console.page.get_by_role("region", name=card)
+    terms = region.get_by_role("term").all_inner_texts()
+    return dict(zip(terms, (v.strip() for v in region.get_by_role("definition").all_inner_texts())))
+
+
+def add_event(pg_stack, token_id: str, model: str = "m", version: str = "1") -> str:
+    """A token_ready_for_deploy event of ``token_id`` in the outbox, as a registration writes it."""
+    event_id = str(uuid.uuid4())
+    with pg_stack.sessions.begin() as s:
+        s.add(OutboxEvent(event_id=event_id, event_type="token_ready_for_deploy", created_at=utcnow(),
+                          payload={"token_id": token_id, "model_name": model, "model_version": version}))
+    return event_id
 
 
 # -- signing in --------------------------------------------------------------------------------------
@@ -176,7 +195,7 @@ def test_a_registered_and_a_rejected_token_show_their_decisions_and_reasons(pg_s
         versions[token_id] = (name, version, pg_stack.wait_decided(name, version))
     assert versions[good][2].outcome == "registered" and versions[bad][2].outcome == "rejected"
 
-    console.sign_in(pg_stack.api_key("read"))
+    console.sign_in(pg_stack.api_key("admin", name="ops-admin"))  # tokens with no owner: admins' only
     console.page.get_by_role("navigation", name="Sections").get_by_role("link", name="Tokens").click()
     console.page.get_by_label("Token id contains").fill(suffix)
     console.page.get_by_role("button", name="Filter").click()
@@ -241,7 +260,7 @@ def test_a_model_name_holding_markup_is_shown_as_text(pg_stack, console):
                            reason=f"auroc of {evil} is <b>below</b> 0.8", metric_name="auroc", metric_value=0.5, baseline_value=0.8))
         s.add(OutboxEvent(event_id=str(uuid.uuid4()), event_type="model_registered",
                           payload={"token_id": token_id, "model_name": evil, "model_version": "1"}, created_at=utcnow()))
-    console.sign_in(pg_stack.api_key("read"))
+    console.sign_in(pg_stack.api_key("admin"))
     console.open(f"/console/tokens/{token_id}")
     expect(console.page.get_by_role("link", name=f"{evil} v1")).to_be_visible()  # the markup, as text
     expect(console.page.get_by_text("is <b>below</b> 0.8")).to_be_visible()
@@ -344,12 +363,17 @@ def test_redeliver_all_dead_asks_for_confirmation_then_sends_them(pg_stack, brow
 
 
 def test_a_read_key_sees_no_action_and_its_forged_posts_are_403(pg_stack, console):
-    event_id = add_events(pg_stack.db_url)[0]
+    reader = f"reader-{uuid.uuid4().hex[:6]}"
+    with pg_stack.sessions.begin() as s:
+        key = keys.create(s, reader, ("read",)).key  # acts for a user of its own name
+        token_id = f"CON-READ-{uuid.uuid4().hex[:6].upper()}"
+        s.add(Token(token_id=token_id, status="registered", owner=principals.find(s, reader)))
+    event_id = add_event(pg_stack, token_id)
     with pg_stack.sessions.begin() as s:
         s.add(Delivery(event_id=event_id, outbox_id=0, sink="console-test-sink", status=DEAD, attempts=3, last_error="HTTP 500"))
-    console.sign_in(pg_stack.api_key("read"))
+    console.sign_in(key)
     console.open("/console/")
-    expect(console.page.get_by_role("alert").filter(has_text="dead deliver")).to_be_visible()
+    assert console.page.get_by_role("alert").filter(has_text="dead deliver").count() == 0  # the outbox is an operator's
     assert console.page.get_by_text("Redeliver all dead").count() == 0
     assert console.page.get_by_role("link", name="API keys").count() == 0
     console.open("/console/events?status=dead")
@@ -391,6 +415,135 @@ def test_a_post_without_its_csrf_token_is_refused(pg_stack, console):
     assert requests.post(pg_stack.receiver.url + "/console/login", data={"key": "hk_x"}, timeout=30, allow_redirects=False).status_code == 400
 
 
+# -- who sees what ----------------------------------------------------------------------------------
+
+
+class Tenants:
+    """Two users in two teams, each with tokens, decisions and events, one token of bob's shared
+    with alice's team to read, and one token nobody owns. Names carry a suffix: the stack's
+    database is shared by the whole run."""
+
+    def __init__(self, pg_stack):
+        self.suffix = x = uuid.uuid4().hex[:6]
+        self.alice, self.bob, self.team_a, self.team_b = f"alice-{x}", f"bob-{x}", f"team-a-{x}", f"team-b-{x}"
+        X = x.upper()
+        self.mine, self.teams, self.bobs, self.shared, self.nobodys = (
+            f"ALICE-{X}", f"TEAM-A-{X}", f"BOB-{X}", f"BOB-SHARED-{X}", f"NOBODY-{X}")
+        with pg_stack.sessions.begin() as s:
+            alice, bob = principals.create(s, self.alice, USER), principals.create(s, self.bob, USER)
+            team_a, team_b = principals.create(s, self.team_a, TEAM), principals.create(s, self.team_b, TEAM)
+            principals.add_member(s, self.team_a, self.alice)
+            principals.add_member(s, self.team_b, self.bob)
+            s.add_all([
+                Token(token_id=self.mine, status="draft", metric_name="auroc", baseline_value=0.8, owner=alice),
+                Token(token_id=self.teams, status="registered", metric_name="auroc", baseline_value=0.8, owner=team_a,
+                      model_name=f"xray-{x}", model_version="2", metric_value=0.86),
+                Token(token_id=self.bobs, status="registered", metric_name="auroc", baseline_value=0.8, owner=bob,
+                      model_name=f"bob-model-{x}", model_version="1", metric_value=0.91),
+                Token(token_id=self.shared, status="draft", metric_name="rmse", baseline_value=2.0, owner=team_b),
+                Token(token_id=self.nobodys, status="draft", metric_name="auroc", baseline_value=0.7),
+            ])
+            s.flush()
+            s.add(TokenGrant(token_id=self.shared, principal_id=team_a.id, permission="read"))
+            s.add_all([
+                Registration(model_name=f"xray-{x}", model_version="1", token_id=self.teams, outcome="rejected",
+                             reason="auroc 0.74 is below the baseline 0.8", metric_name="auroc", metric_value=0.74, baseline_value=0.8),
+                Registration(model_name=f"xray-{x}", model_version="2", token_id=self.teams, outcome="registered",
+                             reason="auroc 0.86 meets the baseline 0.8", metric_name="auroc", metric_value=0.86, baseline_value=0.8),
+                Registration(model_name=f"bob-model-{x}", model_version="1", token_id=self.bobs, outcome="registered",
+                             reason="auroc 0.91 meets the baseline 0.8", metric_name="auroc", metric_value=0.91, baseline_value=0.8),
+            ])
+            # alice's key acts for alice; a register key, as a data scientist's
+            self.alice_key = keys.create(s, f"alice-laptop-{x}", ("read", "register"), user=self.alice).key
+        self.her_event = add_event(pg_stack, self.teams, f"xray-{x}", "2")
+        self.bobs_event = add_event(pg_stack, self.bobs, f"bob-model-{x}", "1")
+
+
+@pytest.fixture
+def tenants(pg_stack) -> Tenants:
+    return Tenants(pg_stack)
+
+
+def test_a_user_sees_only_the_tokens_decisions_and_events_they_may_read(pg_stack, console, tenants):
+    t = tenants
+    console.sign_in(t.alice_key)
+    expect(heading(console, "Overview")).to_be_visible()
+    expect(console.page.get_by_text(f"You see the tokens of user {t.alice}")).to_be_visible()
+    # hers: her own draft, her team's registered token, and bob's team's token shared with hers
+    assert stats(console, "Tokens") == {"Draft": "2", "Registered": "1", "Deployed": "0", "Archived": "0"}
+    assert stats(console, "Decisions, last 24 h") == {"Registered": "1", "Rejected": "1"}  # not bob's
+    expect(console.page.get_by_role("img", name=re.compile("1 registered, 1 rejected"))).to_be_visible()
+    for operator in ("Outbox", "Relay workers", "Reconcile sweep"):
+        expect(heading(console, operator)).to_have_count(0)
+    expect(console.page.get_by_role("region", name="Problems")).to_have_count(0)
+    assert console.page.get_by_text("no owner").count() == 0
+    console.shot("overview-user")
+
+    console.page.get_by_role("navigation", name="Sections").get_by_role("link", name="Tokens").click()
+    rows = console.page.get_by_role("row")
+    expect(rows.filter(has_text=t.mine).get_by_role("cell", name=t.alice, exact=True)).to_be_visible()
+    expect(rows.filter(has_text=t.teams).get_by_text(f"{t.team_a} (team)")).to_be_visible()
+    expect(rows.filter(has_text=t.shared).get_by_text(f"{t.team_b} (team)")).to_be_visible()
+    for hidden in (t.bobs, t.nobodys):
+        expect(console.page.get_by_role("link", name=hidden)).to_have_count(0)
+    assert rows.count() == 4  # the header and her three: the page is hers, not a filtered page of all
+    console.shot("tokens-user")
+
+    console.page.get_by_role("link", name=t.teams).click()
+    expect(heading(console, f"Token {t.teams} registered")).to_be_visible()
+    expect(console.page.get_by_role("row").filter(has_text=f"xray-{t.suffix} v1").get_by_text("rejected")).to_be_visible()
+    console.page.get_by_role("link", name=t.her_event).click()
+    expect(heading(console, "Event token_ready_for_deploy")).to_be_visible()
+
+    # someone else's token and event read exactly as unknown ones: 404, the same words
+    for path, words in ((f"/console/tokens/{t.bobs}", f"Unknown token '{t.bobs}'"),
+                        (f"/console/tokens/{t.nobodys}", f"Unknown token '{t.nobodys}'"),
+                        (f"/console/events/{t.bobs_event}", f"No event '{t.bobs_event}'")):
+        response = console.open(path)
+        assert response.status == 404, path
+        expect(console.page.get_by_role("alert")).to_contain_text(words)
+        assert t.bob not in console.page.content()
+    unknown = console.open("/console/tokens/NO-SUCH-" + t.bobs)
+    assert unknown.status == 404
+
+    console.open("/console/events")
+    expect(console.page.get_by_role("link", name=t.her_event[:8])).to_be_visible()
+    expect(console.page.get_by_role("link", name=t.bobs_event[:8])).to_have_count(0)
+    console.open(f"/console/events?token={t.bobs}")  # naming bob's token in the filter finds nothing
+    expect(console.page.get_by_text("No event matches.")).to_be_visible()
+    console.open("/console/tokens?unowned=yes")  # nor do tokens nobody owns show to a user
+    expect(console.page.get_by_role("link", name=t.nobodys)).to_have_count(0)
+
+
+def test_an_admin_sees_every_token_and_is_warned_of_tokens_with_no_owner(pg_stack, console, tenants):
+    t = tenants
+    console.sign_in(pg_stack.api_key("admin", name="ops-admin"))
+    warning = console.page.get_by_role("status").filter(has_text="no owner")
+    expect(warning).to_be_visible()
+    expect(warning.get_by_role("heading", name=re.compile(r"^\d+ tokens? (has|have) no owner: only admin keys reach (it|them)$"))).to_be_visible()
+    expect(warning.get_by_text("hokusai token set-owner ID NAME")).to_be_visible()
+    expect(warning.get_by_text("hokusai token list --unowned")).to_be_visible()
+    for operator in ("Outbox", "Relay workers", "Reconcile sweep"):
+        expect(heading(console, operator)).to_be_visible()
+    console.shot("overview-admin-unowned")
+
+    warning.get_by_role("link", name="See the tokens with no owner").click()
+    expect(console.page.get_by_role("row").filter(has_text=t.nobodys).get_by_text("no owner — admins only")).to_be_visible()
+    expect(console.page.get_by_role("link", name=t.mine)).to_have_count(0)
+
+    console.open(f"/console/tokens?q={t.suffix}")
+    rows = console.page.get_by_role("row")
+    for token_id, owner in ((t.mine, t.alice), (t.teams, f"{t.team_a} (team)"), (t.bobs, t.bob),
+                            (t.shared, f"{t.team_b} (team)"), (t.nobodys, "no owner — admins only")):
+        expect(rows.filter(has_text=token_id).get_by_role("cell", name=owner, exact=True)).to_be_visible()
+
+    console.page.get_by_role("link", name=t.shared, exact=True).click()
+    facts = console.page.get_by_role("definition")
+    expect(facts.filter(has_text=f"{t.team_a} (team): read")).to_be_visible()  # who it is shared with
+    console.open(f"/console/events/{t.bobs_event}")
+    expect(console.page.get_by_role("button", name="Redeliver")).to_be_visible()
+
+
 # -- API keys ----------------------------------------------------------------------------------------
 
 
@@ -425,6 +578,50 @@ def test_an_admin_creates_a_key_sees_it_once_and_revokes_it(pg_stack, console):
     console.page.get_by_label("Expires after (optional)").fill("soon")
     console.page.get_by_role("button", name="Create key").click()
     assert "is not a duration" in console.page.get_by_role("alert").inner_text()
+
+
+def test_an_admin_creates_a_key_for_a_user_and_the_keys_page_lists_each_keys_user(pg_stack, browser, console, tenants):
+    t = tenants
+    console.sign_in(pg_stack.api_key("admin", name="ops-admin"))
+    console.page.get_by_role("link", name="API keys").click()
+    name = f"alice-ci-{t.suffix}"
+    console.page.get_by_label("Name").fill(name)
+    console.page.get_by_label("User").fill(t.alice)
+    console.page.get_by_label("register").check()
+    console.page.get_by_role("button", name="Create key").click()
+    expect(console.page.get_by_role("heading", name=re.compile(f"\\({name}\\) is created for user {t.alice}$"))).to_be_visible()
+    new_key = console.page.get_by_role("textbox", name="New API key").input_value()
+    rows = console.page.get_by_role("row")
+    expect(rows.filter(has_text=name).get_by_role("cell", name=t.alice, exact=True)).to_be_visible()
+    expect(rows.filter(has_text="(this session)").get_by_role("cell", name="none: an operator's")).to_be_visible()
+    console.shot("keys-user")
+
+    # without a user, a read key acts for a user of its own name, as 'hokusai apikey create' does
+    own = f"own-{t.suffix}"
+    console.page.get_by_label("Name").fill(own)
+    console.page.get_by_role("button", name="Create key").click()
+    expect(console.page.get_by_role("heading", name=re.compile(f"is created for user {own}$"))).to_be_visible()
+    own_row = console.page.get_by_role("row").filter(has_text=own)
+    expect(own_row.get_by_role("cell", name=own, exact=True)).to_have_count(2)  # its name, and its user's
+
+    for user, words in ((f"nobody-{t.suffix}", f"No user named 'nobody-{t.suffix}'"), (t.team_a, f"No user named '{t.team_a}'")):
+        console.page.get_by_label("Name").fill(f"stray-{t.suffix}")
+        console.page.get_by_label("User").fill(user)
+        console.page.get_by_role("button", name="Create key").click()
+        expect(console.page.get_by_role("alert")).to_contain_text(words)
+        expect(console.page.get_by_label("User")).to_have_value(user)  # the form keeps what was typed
+    with pg_stack.sessions() as s:
+        assert not [k for k in keys.list_keys(s) if k.name == f"stray-{t.suffix}"]
+
+    # the new key reaches alice's tokens and no one else's
+    theirs = Console(browser, pg_stack.receiver.url)
+    try:
+        theirs.sign_in(new_key)
+        theirs.open(f"/console/tokens?q={t.suffix}")
+        expect(theirs.page.get_by_role("link", name=t.mine)).to_be_visible()
+        expect(theirs.page.get_by_role("link", name=t.bobs)).to_have_count(0)
+    finally:
+        theirs.close()
 
 
 # -- without a browser: the cookie behind a proxy, and the pages' server time ------------------------
