@@ -171,3 +171,136 @@ def test_both_console_scripts_are_installed_and_answer_help(script):
     assert f"Usage: {script} " in result.stdout
     for group in ("db", "token"):
         assert f"  {group} " in result.stdout
+
+
+# -- owners and grants -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def people(cli):
+    """Users alice and bob, and team vision with alice in it."""
+    for args in (("user", "create", "alice"), ("user", "create", "bob"), ("team", "create", "vision"),
+                 ("team", "add", "vision", "alice")):
+        cli.ok(*args)
+    return cli
+
+
+def test_create_with_an_owner_shows_it(people):
+    cli = people
+    created = cli.ok("token", "create", "XRAY", "--metric", "auroc", "--baseline", "0.82", "--owner", "vision")
+    assert created.output.strip() == "Created token XRAY (draft), owned by team 'vision'"
+    shown = cli.json("token", "show", "XRAY")
+    assert (shown["owner"], shown["owner_kind"], shown["grants"]) == ("vision", "team", [])
+    assert cli.json("token", "create", "DEPTH", "--owner", "alice")["owner_kind"] == "user"
+    text = cli.ok("token", "show", "XRAY").output.splitlines()
+    assert text[1:] == ["owner: team 'vision'", "grants: none"]
+    unowned = cli.json("token", "create", "PLAIN")
+    assert (unowned["owner"], unowned["owner_kind"]) == (None, None)
+    assert cli.ok("token", "show", "PLAIN").output.splitlines()[1] == "owner: none (only admin keys reach it)"
+
+
+def test_an_unknown_owner_is_refused_and_no_token_made(people):
+    message = people.error("token", "create", "XRAY", "--owner", "carol")
+    assert message == "Error: No user or team named 'carol': create it with 'hokusai user create carol'."
+    assert people.json("token", "list") == []
+
+
+def test_list_unowned_shows_only_the_tokens_without_an_owner(people):
+    cli = people
+    cli.ok("token", "create", "OWNED", "--owner", "alice")
+    cli.ok("token", "create", "LEGACY")
+    cli.ok("token", "create", "TEAMS", "--owner", "vision")
+    cli.ok("token", "create", "OLD", "--metric", "auroc", "--baseline", "0.8")
+    assert [t["token_id"] for t in cli.json("token", "list", "--unowned")] == ["LEGACY", "OLD"]
+    assert all(t["owner"] is None for t in cli.json("token", "list", "--unowned"))
+    assert [t["token_id"] for t in cli.json("token", "list")] == ["OWNED", "LEGACY", "TEAMS", "OLD"]
+    assert cli.json("token", "list", "--unowned", "--status", "registered") == []
+    listed = cli.ok("token", "list").output.splitlines()
+    assert listed[0].startswith("OWNED") and listed[0].endswith("owner user 'alice'")
+    assert listed[1].startswith("LEGACY") and listed[1].endswith("no owner")
+    cli.ok("token", "set-owner", "LEGACY", "bob")
+    cli.ok("token", "set-owner", "OLD", "vision")
+    assert cli.ok("token", "list", "--unowned").output.strip() == "No tokens without an owner."
+
+
+def test_set_owner_and_take_it_away(people):
+    cli = people
+    cli.ok("token", "create", "XRAY")
+    assert cli.ok("token", "set-owner", "xray", "vision").output.strip() == "Token XRAY is owned by team 'vision' now."
+    moved = cli.json("token", "set-owner", "XRAY", "bob")
+    assert (moved["owner"], moved["owner_kind"]) == ("bob", "user")
+    taken = cli.ok("token", "set-owner", "XRAY", "--none").output.strip()
+    assert taken == "Token XRAY has no owner now: only admin keys reach it."
+    assert cli.json("token", "show", "XRAY")["owner"] is None
+    for args in (("XRAY",), ("XRAY", "bob", "--none")):
+        assert "Give either the new owner's NAME or --none" in cli.error("token", "set-owner", *args, code=2)
+    assert cli.error("token", "set-owner", "XRAY", "carol") == (
+        "Error: No user or team named 'carol': create it with 'hokusai user create carol'.")
+    assert cli.error("token", "set-owner", "NOPE", "bob") == (
+        "Error: Unknown token 'NOPE': create it with 'hokusai token create NOPE'.")
+    assert cli.json("token", "show", "XRAY")["owner"] is None
+
+
+def test_grant_then_revoke_grant(people):
+    cli = people
+    cli.ok("token", "create", "XRAY", "--owner", "alice")
+    assert cli.ok("token", "grant", "XRAY", "bob", "--permission", "read").output.strip() == (
+        "Granted read on token XRAY to user 'bob'.")
+    granted = cli.json("token", "grant", "XRAY", "vision", "--permission", "register")
+    assert granted["grants"] == [{"name": "bob", "kind": "user", "permission": "read"},
+                                 {"name": "vision", "kind": "team", "permission": "register"}]
+    cli.ok("token", "grant", "XRAY", "bob", "--permission", "register")  # replaces bob's read
+    shown = cli.json("token", "show", "XRAY")
+    assert shown["owner"] == "alice"
+    assert [(g["name"], g["permission"]) for g in shown["grants"]] == [("bob", "register"), ("vision", "register")]
+    assert cli.ok("token", "show", "XRAY").output.splitlines()[2] == (
+        "grants: user 'bob' register, team 'vision' register")
+
+    assert cli.ok("token", "revoke-grant", "XRAY", "bob").output.strip() == "Revoked the grant of 'bob' on token XRAY."
+    assert cli.json("token", "revoke-grant", "XRAY", "vision")["grants"] == []
+    assert cli.json("token", "show", "XRAY")["grants"] == []
+    assert cli.error("token", "revoke-grant", "XRAY", "bob") == (
+        "Error: User 'bob' has no grant on token 'XRAY': see 'hokusai token show XRAY'.")
+    assert cli.json("token", "show", "XRAY")["owner"] == "alice"  # the owner is not a grant
+
+
+def test_a_grant_needs_a_known_permission_and_principal(people):
+    cli = people
+    cli.ok("token", "create", "XRAY")
+    message = cli.error("token", "grant", "XRAY", "bob", "--permission", "deploy", code=2)
+    assert "'deploy' is not one of 'read', 'register'" in message
+    missing = cli("token", "grant", "XRAY", "bob")
+    assert missing.exit_code == 2 and "Error: Missing option '--permission'. Choose from:" in missing.output
+    assert cli.error("token", "grant", "XRAY", "carol", "--permission", "read") == (
+        "Error: No user or team named 'carol': create it with 'hokusai user create carol'.")
+    assert cli.json("token", "show", "XRAY")["grants"] == []
+
+
+class FakeApi:
+    """The HTTP API's client as the CLI uses it, recording its calls."""
+
+    def __init__(self):
+        self.calls = []
+        self.rows = [{"token_id": "LEGACY", "status": "draft", "metric_name": None, "baseline_value": None,
+                      "model_name": None, "owner": None, "owner_kind": None}]
+
+    def tokens(self, **query):
+        self.calls.append(query)
+        return iter(self.rows)
+
+    def token(self, token_id):
+        return {**self.rows[0], "owner": "vision", "owner_kind": "team", "registrations": [],
+                "grants": [{"name": "bob", "kind": "user", "permission": "read"}]}
+
+
+def test_list_and_show_ask_the_api_when_it_is_configured(cli, monkeypatch):
+    from hokusai_mlflow_plugin.cli.common import Context
+
+    api = FakeApi()
+    monkeypatch.setattr(Context, "api", lambda self: api)
+    assert [t["token_id"] for t in cli.json("token", "list", "--unowned")] == ["LEGACY"]
+    assert cli.ok("token", "list", "--status", "draft").output.strip().endswith("no owner")
+    assert api.calls == [{"status": None, "unowned": True}, {"status": "draft"}]
+    shown = cli.json("token", "show", "LEGACY")
+    assert (shown["owner"], shown["owner_kind"]) == ("vision", "team") and "registrations" not in shown
+    assert cli.ok("token", "show", "LEGACY").output.splitlines()[1:] == ["owner: team 'vision'", "grants: user 'bob' read"]
