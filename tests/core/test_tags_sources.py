@@ -50,6 +50,7 @@ MODEL = "m-" + "a1b2c3d4" * 4
     (f"RUNS:/{RUN}/model", RUN, None),
     (f"Runs:/{RUN}/model", RUN, None),
     (f"runs:///{RUN}/model", RUN, None),
+    (f" runs:/{RUN}/model", RUN, None),  # urllib drops leading blanks
     (f"MODELS:/{MODEL}", None, MODEL),
 ])
 def test_the_run_and_logged_model_a_source_names(source, run_id, model_id):
