@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from hokusai_mlflow_plugin.auth.revocation import revoke_everywhere
+from hokusai_mlflow_plugin.registration import tokens
 from tests.api_helpers import assert_problem
 from tests.harness import REDIS_HOST, REDIS_PORT, gunicorn_workers, require_service
 from tests.live_stack import GatewayThread, gateway_in_front_of, gateway_process
@@ -40,6 +41,8 @@ def gateway(pg_stack, monkeypatch):
 
 def test_a_training_client_logs_and_registers_through_the_gateway(pg_stack, gateway, monkeypatch, token_id, unique_name):
     pg_stack.create_token(token_id, "auroc", 0.82)
+    with pg_stack.sessions.begin() as s:  # the run is made by alice's key: it counts for her tokens only
+        tokens.set_owner(s, token_id, "alice")
     monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
     with mlflow.start_run() as run:
         mlflow.log_metric("auroc", 0.9)
