@@ -108,3 +108,16 @@ def test_events_redeliver_over_http_is_delivered_by_the_servers_relay(pg_stack, 
         assert s.scalars(sa.select(Delivery.status).where(Delivery.event_id == event_id)).all() == ["delivered"]
     # the in-process replica's console sink printed the envelope again, with the same event id
     assert f'"event_id":"{event_id}"' in result.output
+
+
+def test_token_list_unowned_and_show_owner_over_http(http_cli, pg_stack, token_id, monkeypatch):
+    """Only an admin key reaches tokens with no owner; the API's JSON names the owner and the grants."""
+    owner = f"u-{token_id.lower()}"
+    pg_stack.create_token(token_id, owner=owner)
+    pg_stack.create_token(token_id + "-U")
+    monkeypatch.setenv("HOKUSAI_API_KEY", pg_stack.api_key("admin", name="ops"))
+    unowned = [t["token_id"] for t in json.loads(http_cli("token", "list", "--unowned", "--json").output)]
+    assert token_id + "-U" in unowned and token_id not in unowned
+    shown = json.loads(http_cli("token", "show", token_id, "--json").output)
+    assert (shown["owner"], shown["owner_kind"], shown.get("grants")) == (owner, "user", [])
+    assert f"owner: user '{owner}'" in http_cli("token", "show", token_id).output
