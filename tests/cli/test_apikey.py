@@ -98,7 +98,8 @@ def test_without_user_a_key_acts_for_its_own_name_and_an_admin_key_for_nobody(db
 def test_user_must_name_a_user_and_nothing_is_made_otherwise(db_url):
     assert run(db_url, "team", "create", "vision").exit_code == 0
     for user, sentence in [("carol", "Error: No user named 'carol': create it with 'hokusai user create carol'."),
-                           ("vision", "Error: No user named 'vision'")]:
+                           ("vision", "Error: 'vision' is a team, not a user: give the name of a user (see 'hokusai "
+                                      "user list').")]:
         result = run(db_url, "apikey", "create", "k", "--user", user, "--scope", "register")
         assert result.exit_code == 1 and "Traceback" not in result.output and "hk_" not in result.output
         assert result.output.startswith(sentence), result.output

@@ -65,7 +65,8 @@ def test_membership_needs_a_known_team_and_a_known_user(db_cli):
         "Error: No user named 'carol': create it with 'hokusai user create carol'.")
     assert db_cli.error("team", "add", "audio", "alice") == (
         "Error: No team named 'audio': create it with 'hokusai team create audio'.")
-    assert "No team named 'alice'" in db_cli.error("team", "add", "alice", "alice")  # a user is not a team
+    assert db_cli.error("team", "add", "alice", "alice") == (
+        "Error: 'alice' is a user, not a team: give the name of a team (see 'hokusai team list').")
     assert db_cli.json("team", "list")[0]["members"] == []
 
 
