@@ -19,8 +19,10 @@ object); none carries its own rule (DESIGN.md, "Who may do what").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hokusai_mlflow_plugin.auth.keys import ADMIN, REGISTER, Caller
@@ -158,11 +160,15 @@ def record_maker(conn: sa.Connection, kind: str, object_id: str, caller: Caller)
     values = {"kind": kind, "object_id": object_id, "user_id": caller.user_id, "key_id": caller.key_id,
               "admin": is_admin(caller), "created_at": sa.func.current_timestamp()}
     table = MlflowMaker.__table__
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=["kind", "object_id"]))
+    if conn.dialect.name in ("postgresql", "sqlite"):
+        insert = import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert
+        conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=["kind", "object_id"]))
+        return
+    try:  # MySQL and the rest: the primary key refuses a second record
+        with conn.begin_nested():
+            conn.execute(sa.insert(table).values(**values))
+    except IntegrityError:
+        pass
 
 
 def makers(conn: sa.Connection, objects: list[tuple[str, str]]) -> dict[tuple[str, str], Maker]:
@@ -178,14 +184,21 @@ def makers(conn: sa.Connection, objects: list[tuple[str, str]]) -> dict[tuple[st
     return found
 
 
+SOURCE = "source"  # a version's source that names no run or logged model (a bucket, a path)
+
+
 def sources(run_id: str | None, model_id: str | None, source: str | None, model_id_field: str | None = None) -> list[tuple[str, str]]:
     """Every MLflow object a version names, as MLflow reads it: its run id, its logged model
     (the ``model_id`` field and a ``models:/m-...`` source), and a run or logged model its source
     path names (``runs:/<id>/...``, ``mlflow-artifacts:/<exp>/<run id>/artifacts/...``,
-    ``.../models/m-.../artifacts``), which may differ from the declared ones."""
+    ``.../models/m-.../artifacts``), which may differ from the declared ones. A source that names
+    neither is itself a subject (``SOURCE``): nobody can be recorded as its maker, so it counts
+    only where provenance is ``open``."""
+    source_run, source_model = tags.source_run_id(source), tags.source_logged_model_id(source)
     found: list[tuple[str, str]] = []
     for kind, value in ((MADE_RUN, run_id), (MADE_LOGGED_MODEL, model_id), (MADE_LOGGED_MODEL, model_id_field),
-                        (MADE_RUN, tags.source_run_id(source)), (MADE_LOGGED_MODEL, tags.source_logged_model_id(source))):
+                        (MADE_RUN, source_run), (MADE_LOGGED_MODEL, source_model),
+                        (SOURCE, source if source and not (source_run or source_model) else None)):
         if value and (kind, value) not in found:
             found.append((kind, value))
     return found
@@ -200,8 +213,14 @@ def provenance_refusal(conn: sa.Connection, token_id: str, objects: list[tuple[s
             return (f"The version names no run or logged model that was logged through the gateway, so nobody can be "
                     f"credited with it for token '{token_id}': log the model through the gateway, then register it.")
         return None
-    found = makers(conn, objects)
+    found = makers(conn, [o for o in objects if o[0] != SOURCE])
     for kind, object_id in objects:
+        if kind == SOURCE:
+            if mode == REQUIRED:
+                return (f"The version's source {object_id} names no run or logged model, so nobody can be credited with "
+                        f"it for token '{token_id}' (HOKUSAI_PROVENANCE=required): register from runs:/<run id>/... or "
+                        "models:/m-... logged through the gateway.")
+            continue
         what = f"{'Run' if kind == MADE_RUN else 'Logged model'} {object_id}"
         maker = found.get((kind, object_id))
         if maker is None:

@@ -48,7 +48,10 @@ def create(session: Session, name: str, kind: str) -> Principal:
 def find(session: Session, name: str, kind: str | None = None) -> Principal:
     """The user or team ``name`` (of ``kind`` if given); 404 otherwise."""
     row = session.scalars(sa.select(Principal).where(Principal.name == (name or "").strip())).one_or_none()
-    if row is None or (kind is not None and row.kind != kind):
+    if row is not None and kind is not None and row.kind != kind:
+        raise PrincipalError(f"'{row.name}' is a {row.kind}, not a {kind}: give the name of a {kind} "
+                             f"(see 'hokusai {kind} list').", INVALID)
+    if row is None:
         what = kind or "user or team"
         command = f"hokusai {kind} create {name}" if kind else f"hokusai user create {name}"
         raise PrincipalError(f"No {what} named '{name}': create it with '{command}'.", NOT_FOUND)
@@ -56,9 +59,10 @@ def find(session: Session, name: str, kind: str | None = None) -> Principal:
 
 
 def user_named(session: Session, name: str) -> Principal:
-    """The user ``name``, made if missing (what a key created without ``--user`` acts for)."""
-    name = check_name(name, USER)
-    row = session.scalars(sa.select(Principal).where(Principal.name == name)).one_or_none()
+    """The user ``name``, made if missing (what a key created without ``--user`` acts for). An
+    existing user is found by its name as it is, even one the migration made from an old key's
+    name that today's rules would refuse."""
+    row = session.scalars(sa.select(Principal).where(Principal.name == (name or "").strip())).one_or_none()
     if row is None:
         return create(session, name, USER)
     if row.kind != USER:

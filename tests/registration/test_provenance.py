@@ -199,7 +199,8 @@ def test_an_admin_made_run_counts_for_any_token(tenants):
 @pytest.mark.parametrize("source", [None, "/tmp/model", "s3://bucket/model.pkl", "models:/other-model/3"])
 def test_a_version_naming_no_run_or_model_is_rejected_where_provenance_is_required(tenants, source):
     facts = version("ALICE1", None, source=source)
-    assert facts.named_objects() == []
+    # a source that names neither a run nor a logged model is a subject of its own: nobody made it
+    assert facts.named_objects() == ([("source", source)] if source else [])
     outcome, events = tenants.decide(facts, "required")
     assert outcome.status == "rejected" and events == [] and "ALICE1" in outcome.reason
     assert "gateway" in outcome.reason
