@@ -35,24 +35,10 @@ from hokusai_mlflow_plugin.db.session import dispose, session_factory
 from hokusai_mlflow_plugin.registration import tokens
 from tests.harness import create_pg_database, drop_pg_database
 from webhook_app import create_app
-from webhook_app.api.auth import ACCESS, FILTERED, OBJECT, OPERATOR, PUBLIC, SELF
+from webhook_app.access import FILTERED, OBJECT, OPERATOR, PUBLIC, SELF
+from webhook_app.api.auth import ACCESS
+from webhook_app.console.signin import ACCESS as CONSOLE_ACCESS
 
-# How each console route meets someone else's objects (the console's pages and actions). The API's
-# decisions come from the app itself (``webhook_app.api.auth.ACCESS``).
-CONSOLE = {
-    "console.overview": FILTERED,
-    "console.token_list": FILTERED,
-    "console.token_detail": OBJECT,
-    "console.event_list": FILTERED,
-    "console.event_detail": OBJECT,
-    "console.redeliver": OPERATOR,
-    "console.redeliver_dead": OPERATOR,
-    "console.key_list": OPERATOR,
-    "console.key_create": OPERATOR,
-    "console.key_revoke": OPERATOR,
-    "console.login": PUBLIC,
-    "console.logout": PUBLIC,
-}
 # Routes outside the API and the console: MLflow's webhook (signed, no keys), probes, files.
 OUTSIDE = {"hokusai.mlflow_webhook", "hokusai.health", "hokusai.ready", "hokusai.metrics", "static", "console.static"}
 
@@ -119,10 +105,10 @@ def routes(app):
 
 
 def decision_of(endpoint: str) -> str | None:
-    if endpoint.startswith("api."):
-        access = ACCESS.get(endpoint.partition(".")[2])
-        return access.ownership if access else None
-    return CONSOLE.get(endpoint)
+    """The decision the app itself holds for the endpoint: the API's table or the console's."""
+    table = ACCESS if endpoint.startswith("api.") else CONSOLE_ACCESS if endpoint.startswith("console.") else {}
+    access = table.get(endpoint.partition(".")[2])
+    return access.ownership if access else None
 
 
 def snapshot(url: str) -> dict:
@@ -186,11 +172,11 @@ def call(world, endpoint, method, path, key, body=None):
 
 
 def test_every_route_has_an_access_decision(world):
-    """Default deny: a route that neither the app (API) nor this matrix (console) classifies fails."""
+    """Default deny: a route of the API or the console that the app does not classify fails."""
     undecided = [(e, m, r.rule) for e, m, r in routes(world["app"]) if e not in OUTSIDE and decision_of(e) is None]
     assert undecided == [], f"routes without an access decision: {undecided}"
-    stale = [e for e in CONSOLE if e not in {r.endpoint for r in world["app"].url_map.iter_rules()}]
-    assert stale == []
+    served = {r.endpoint.partition(".")[2] for r in world["app"].url_map.iter_rules()}
+    assert set(ACCESS) <= served and set(CONSOLE_ACCESS) <= served  # no decision for a route that is gone
 
 
 def test_the_openapi_document_lists_exactly_the_api_routes(world):
@@ -205,16 +191,22 @@ def test_the_openapi_document_lists_exactly_the_api_routes(world):
 
 
 def test_an_undecided_route_is_refused(world):
-    """What a route added without a decision gets: refused, however good the key."""
+    """What a route added without a decision gets: refused, however good the key (API and console)."""
     app = world["app"]
-    app.view_functions["api.list_tokens"], original = (lambda **kw: {"leaked": True}), app.view_functions["api.list_tokens"]
+    admin = world["keys"]["admin"]
     saved = ACCESS.pop("list_tokens")
     try:
-        answer = app.test_client().get("/api/v1/tokens", headers={"Authorization": f"Bearer {world['keys']['admin']}"})
+        answer = app.test_client().get("/api/v1/tokens", headers={"Authorization": f"Bearer {admin}"})
         assert answer.status_code == 403 and "no access decision" in answer.json["detail"]
     finally:
         ACCESS["list_tokens"] = saved
-        app.view_functions["api.list_tokens"] = original
+    client, _ = signed_in(app, admin)
+    saved = CONSOLE_ACCESS.pop("token_list")
+    try:
+        answer = client.get("/console/tokens")
+        assert answer.status_code == 403 and "no access decision" in answer.get_data(as_text=True)
+    finally:
+        CONSOLE_ACCESS["token_list"] = saved
 
 
 GHOST_TOKEN, GHOST_EVENT = "NOBODY1", "00000000-0000-4000-8000-000000000000"
@@ -257,6 +249,8 @@ def test_alice_meets_none_of_bobs_objects_on_any_route(world):
             assert _unnamed(ghost.get_data(as_text=True), world) == _unnamed(body, world), where
         elif kind == OPERATOR:
             assert answer.status_code == 403, f"{where}: {answer.status_code} {body[:300]}"
+        elif kind == SELF and method == "POST":  # signing out: back to the sign-in, nothing of bob's touched
+            assert answer.status_code == 302 and answer.location.endswith("/console/login"), where
         elif kind in (FILTERED, SELF):
             assert answer.status_code == 200, f"{where}: {answer.status_code} {body[:300]}"
             assert BOB_TOKEN not in body and world["events"][BOB_TOKEN] not in body and "bob-model" not in body, where

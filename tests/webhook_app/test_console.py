@@ -604,7 +604,7 @@ def test_an_admin_creates_a_key_for_a_user_and_the_keys_page_lists_each_keys_use
     own_row = console.page.get_by_role("row").filter(has_text=own)
     expect(own_row.get_by_role("cell", name=own, exact=True)).to_have_count(2)  # its name, and its user's
 
-    for user, words in ((f"nobody-{t.suffix}", f"No user named 'nobody-{t.suffix}'"), (t.team_a, f"No user named '{t.team_a}'")):
+    for user, words in ((f"nobody-{t.suffix}", f"No user named 'nobody-{t.suffix}'"), (t.team_a, f"'{t.team_a}' is a team, not a user")):
         console.page.get_by_label("Name").fill(f"stray-{t.suffix}")
         console.page.get_by_label("User").fill(user)
         console.page.get_by_role("button", name="Create key").click()

@@ -12,6 +12,7 @@ from hokusai_mlflow_plugin.events import outbox
 from webhook_app.console.blueprint import bp
 from webhook_app.console.formats import parse_time
 from webhook_app.console.pages import sessions
+from webhook_app.access import OPERATOR
 from webhook_app.console.signin import needs
 
 
@@ -24,7 +25,7 @@ def kick(event_ids=None) -> None:
 
 
 @bp.post("/events/<event_id>/redeliver")
-@needs(keys.ADMIN)
+@needs(keys.ADMIN, OPERATOR)
 def redeliver(event_id: str):
     with sessions().begin() as s:
         count = outbox.reset_for_redelivery(s, event_id)
@@ -35,7 +36,7 @@ def redeliver(event_id: str):
 
 
 @bp.route("/events/redeliver-dead", methods=["GET", "POST"])
-@needs(keys.ADMIN)
+@needs(keys.ADMIN, OPERATOR)
 def redeliver_dead():
     error, status = None, 200
     if request.method == "POST":
@@ -53,13 +54,13 @@ def redeliver_dead():
 
 
 @bp.get("/keys")
-@needs(keys.ADMIN)
+@needs(keys.ADMIN, OPERATOR)
 def key_list():
     return _keys_page()
 
 
 @bp.post("/keys")
-@needs(keys.ADMIN)
+@needs(keys.ADMIN, OPERATOR)
 def key_create():
     form = request.form
     try:
@@ -76,7 +77,7 @@ def key_create():
 
 
 @bp.post("/keys/<key_id>/revoke")
-@needs(keys.ADMIN)
+@needs(keys.ADMIN, OPERATOR)
 def key_revoke(key_id: str):
     name = revoke_everywhere(sessions(), key_id).name  # when it returns, every gateway refuses the key
     own = key_id.strip().lower() == g.caller.key_id

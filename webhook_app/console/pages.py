@@ -12,6 +12,7 @@ from urllib.parse import quote
 from flask import current_app, g, render_template, request
 
 from hokusai_mlflow_plugin.auth import ownership
+from hokusai_mlflow_plugin.auth.keys import READ
 from hokusai_mlflow_plugin.core.metrics import get_metric
 from hokusai_mlflow_plugin.db.models import DELIVERY_STATES, TOKEN_STATUSES, Principal, utcnow
 from hokusai_mlflow_plugin.events import heartbeat, outbox
@@ -19,7 +20,9 @@ from hokusai_mlflow_plugin.operations import overview as ops
 from hokusai_mlflow_plugin.registration import reconcile, tokens
 from hokusai_mlflow_plugin.registration.records import MODEL_REGISTERED, TOKEN_READY
 from webhook_app.console.chart import hourly
+from webhook_app.access import FILTERED, OBJECT
 from webhook_app.console.blueprint import bp
+from webhook_app.console.signin import needs
 
 EVENT_TYPES = (TOKEN_READY, MODEL_REGISTERED)
 PAGE = 50
@@ -35,6 +38,7 @@ def arg(name: str) -> str | None:
 
 
 @bp.get("/")
+@needs(READ, FILTERED)
 def overview():
     now, admin = utcnow(), ownership.is_admin(g.caller)
     operator, user = {}, None
@@ -56,6 +60,7 @@ def overview():
 
 
 @bp.get("/tokens")
+@needs(READ, FILTERED)
 def token_list():
     status, q, cursor, unowned = arg("status"), arg("q"), arg("cursor"), arg("unowned")
     with sessions()() as s:
@@ -66,6 +71,7 @@ def token_list():
 
 
 @bp.get("/tokens/<token_id>")
+@needs(READ, OBJECT)
 def token_detail(token_id: str):
     with sessions()() as s:
         token = ownership.token_for(s, g.caller, token_id).to_dict()  # someone else's reads as unknown: 404
@@ -81,6 +87,7 @@ def token_detail(token_id: str):
 
 
 @bp.get("/events")
+@needs(READ, FILTERED)
 def event_list():
     status, event_type, token, cursor = arg("status"), arg("type"), arg("token"), arg("cursor")
     with sessions()() as s:
@@ -91,6 +98,7 @@ def event_list():
 
 
 @bp.get("/events/<event_id>")
+@needs(READ, OBJECT)
 def event_detail(event_id: str):
     with sessions()() as s:
         event = outbox.event_detail(s, event_id, caller=g.caller)  # someone else's reads as unknown: 404

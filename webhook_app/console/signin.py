@@ -3,7 +3,6 @@ every page checks again (one SELECT by key id) that the key is neither revoked n
 
 from __future__ import annotations
 
-import functools
 import time
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
@@ -12,9 +11,12 @@ from flask.sessions import SecureCookieSessionInterface
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.operations.overview import key_in_force
+from webhook_app.access import SELF, Decisions
 from webhook_app.console.blueprint import bp, csrf
 
-PUBLIC = {"console.login", "console.static"}
+#: the console's decisions (``webhook_app.access``); a page missing here is refused
+ACCESS = Decisions()
+needs, public = ACCESS.needs, ACCESS.public
 LIFETIME_SECONDS = 12 * 3600  # a session signs in again after this, even with a good key
 
 
@@ -26,27 +28,18 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
 
 
-def needs(scope: str):
-    """A view that needs ``scope`` beyond ``read``: 403 for a key without it."""
-
-    def mark(view):
-        @functools.wraps(view)
-        def checked(*args, **kwargs):
-            if not g.caller.allows(scope):
-                abort(403, description=f"Your key {g.caller.key_id} lacks the '{scope}' scope: sign in with a key created with --scope {scope}.")
-            return view(*args, **kwargs)
-
-        return checked
-
-    return mark
-
-
 @bp.before_request
 def signed_in():
-    """CSRF on every POST, then a session whose key is still in force for every page but login."""
+    """CSRF on every POST; then the page's access decision (``ACCESS``: none is a 403), and for all
+    but the public ones a session whose key is still in force and holds the page's scope."""
     if request.method == "POST":
         csrf.protect()
-    if request.endpoint in PUBLIC:
+    if request.endpoint in (None, "console.static"):
+        return None  # no such page (Flask's 404), or our own CSS and JS
+    access = ACCESS.of(request.endpoint)
+    if access is None:
+        abort(403, description=f"The page {request.path} has no access decision, so it is refused: this is a bug, report it.")
+    if access.scope is None:
         return None
     key_id = session.get("key_id")
     if not key_id:
@@ -62,13 +55,15 @@ def signed_in():
         session.clear()
         flash(f"The session of key {key_id} has ended (the key was revoked or expired, or the session is old): sign in again.", "bad")
         return redirect(url_for("console.login", next=_here()))
-    if not caller.allows(keys.READ):
-        abort(403, description=f"Key {key_id} lacks the 'read' scope the console needs.")
+    if not caller.allows(access.scope):
+        abort(403, description=f"Your key {key_id} lacks the '{access.scope}' scope: sign in with a key created with --scope "
+                               f"{access.scope}.")
     g.caller = caller
     return None
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@public
 def login():
     error, status = None, 200
     if request.method == "POST":
@@ -90,6 +85,7 @@ def login():
 
 
 @bp.post("/logout")
+@needs(keys.READ, SELF)
 def logout():
     session.clear()
     flash("You are signed out.", "ok")
