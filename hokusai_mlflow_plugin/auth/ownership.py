@@ -153,6 +153,32 @@ class Maker:
     user: str | None
     key_id: str
     admin: bool
+    may_register: bool = False  # on the token asked about: as its owner, a member of the owning team, or by grant
+
+
+def _register_right_of(user_id, token_id):
+    """SQL: whether ``user_id`` (a column of the enclosing query) has ``register`` on ``token_id``
+    (a parameter). The teams' subqueries are correlated to the enclosing row explicitly: two
+    levels down, SQLAlchemy's automatic correlation would not reach it, and the subquery would
+    join every row of the enclosing table (anyone's team would do)."""
+    def teams():
+        return sa.select(TeamMember.team_id).where(TeamMember.user_id == user_id).correlate_except(TeamMember)
+
+    owns = sa.exists().where(Token.token_id == token_id, sa.or_(Token.owner_id == user_id, Token.owner_id.in_(teams())))
+    granted = sa.exists().where(
+        TokenGrant.token_id == token_id, TokenGrant.permission == GRANT_REGISTER,
+        sa.or_(TokenGrant.principal_id == user_id, TokenGrant.principal_id.in_(teams())))
+    return sa.or_(owns, granted)
+
+
+# Built once (a decision runs it every time): each named object's maker, and the maker's right on
+# the token, in one statement.
+_MAKERS = (
+    sa.select(MlflowMaker.kind, MlflowMaker.object_id, MlflowMaker.user_id, MlflowMaker.key_id, MlflowMaker.admin,
+              Principal.name, _register_right_of(MlflowMaker.user_id, sa.bindparam("token_id")).label("may_register"))
+    .outerjoin(Principal, Principal.id == MlflowMaker.user_id)
+    .where(MlflowMaker.object_id.in_(sa.bindparam("object_ids", expanding=True)))
+)
 
 
 def record_maker(conn: sa.Connection, kind: str, object_id: str, caller: Caller) -> None:
@@ -171,17 +197,15 @@ def record_maker(conn: sa.Connection, kind: str, object_id: str, caller: Caller)
         pass
 
 
-def makers(conn: sa.Connection, objects: list[tuple[str, str]]) -> dict[tuple[str, str], Maker]:
-    """The recorded maker of each (kind, id) of ``objects`` that has one: one query."""
+def makers(conn: sa.Connection, objects: list[tuple[str, str]], token_id: str | None = None) -> dict[tuple[str, str], Maker]:
+    """The recorded maker of each (kind, id) of ``objects`` that has one, and whether it may
+    register for ``token_id``: one query."""
     if not objects:
         return {}
-    query = (sa.select(MlflowMaker, Principal.name)
-             .outerjoin(Principal, Principal.id == MlflowMaker.user_id)
-             .where(sa.tuple_(MlflowMaker.kind, MlflowMaker.object_id).in_(objects)))
-    found = {}
-    for row in conn.execute(query):
-        found[(row.kind, row.object_id)] = Maker(row.kind, row.object_id, row.user_id, row.name, row.key_id, row.admin)
-    return found
+    wanted = set(objects)
+    rows = conn.execute(_MAKERS, {"object_ids": sorted({object_id for _, object_id in objects}), "token_id": token_id})
+    return {(r.kind, r.object_id): Maker(r.kind, r.object_id, r.user_id, r.name, r.key_id, r.admin, bool(r.may_register))
+            for r in rows if (r.kind, r.object_id) in wanted}
 
 
 SOURCE = "source"  # a version's source that names no run or logged model (a bucket, a path)
@@ -213,7 +237,7 @@ def provenance_refusal(conn: sa.Connection, token_id: str, objects: list[tuple[s
             return (f"The version names no run or logged model that was logged through the gateway, so nobody can be "
                     f"credited with it for token '{token_id}': log the model through the gateway, then register it.")
         return None
-    found = makers(conn, [o for o in objects if o[0] != SOURCE])
+    found = makers(conn, [o for o in objects if o[0] != SOURCE], token_id)
     for kind, object_id in objects:
         if kind == SOURCE:
             if mode == REQUIRED:
@@ -232,7 +256,7 @@ def provenance_refusal(conn: sa.Connection, token_id: str, objects: list[tuple[s
             continue
         if maker.user_id is None:
             return f"{what} was made with key {maker.key_id}, whose user no longer exists: it cannot count for token '{token_id}'."
-        if user_right(conn, maker.user_id, token_id) != REGISTER_RIGHT:
+        if not maker.may_register:
             return (f"{what} was made by user '{maker.user}', who may not register models for token '{token_id}': "
                     "a model counts only for the token of the people who made it.")
     return None

@@ -208,6 +208,21 @@ def test_a_version_naming_no_run_or_model_is_rejected_where_provenance_is_requir
     assert opened.status == "registered", opened.reason
 
 
+def test_a_stranger_is_judged_as_herself_not_by_other_makers_teams(tenants):
+    """dave, in no team, made a run; carol (team B) made others. dave's run counts for no token of
+    B's: a maker's right is her own, never borrowed from another row (a subquery not correlated to
+    its maker joins every maker, and anyone's team would do)."""
+    with tenants.sessions.begin() as s:
+        dave = principals.create(s, "dave", USER).id
+    tenants.keys["dave"] = Caller("kdave000", "dave-key", ("read", "register"), user_id=dave)
+    tenants.made("carol")
+    tenants.made("bob", MADE_LOGGED_MODEL)
+    run = tenants.made("dave")
+    for token_id in ("BOB1", "SHARED", "GRANTED"):
+        outcome, events = tenants.decide(version(token_id, run))
+        assert outcome.status == "rejected" and "'dave'" in outcome.reason and events == [], (token_id, outcome.reason)
+
+
 def test_a_makers_right_is_judged_when_the_version_is_decided(tenants):
     run = tenants.made("carol")
     with tenants.sessions.begin() as s:
