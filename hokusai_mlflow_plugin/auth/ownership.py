@@ -188,7 +188,7 @@ def record_maker(conn: sa.Connection, kind: str, object_id: str, caller: Caller)
     table = MlflowMaker.__table__
     if conn.dialect.name in ("postgresql", "sqlite"):
         insert = import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert
-        conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=["kind", "object_id"]))
+        conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=["object_id", "kind"]))
         return
     try:  # MySQL and the rest: the primary key refuses a second record
         with conn.begin_nested():

@@ -270,8 +270,9 @@ class MlflowMaker(Base):
 
     __tablename__ = "hokusai_mlflow_makers"
 
-    kind: Mapped[str] = mapped_column(sa.String(16), primary_key=True)  # run | logged_model
+    # object_id first in the primary key: a decision looks its objects up by id
     object_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16), primary_key=True)  # run | logged_model
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="SET NULL"))
     key_id: Mapped[str] = mapped_column(sa.String(16))
     admin: Mapped[bool] = mapped_column(sa.Boolean)  # made with an operator's admin key

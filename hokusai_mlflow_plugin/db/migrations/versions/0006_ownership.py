@@ -64,7 +64,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["user_id"], ["hokusai_principals.id"], ondelete="SET NULL",
                                 name="fk_hokusai_mlflow_makers_user_id_hokusai_principals"),
-        sa.PrimaryKeyConstraint("kind", "object_id", name="pk_hokusai_mlflow_makers"),
+        # object_id first: a decision looks its objects up by id (kinds never share an id's form)
+        sa.PrimaryKeyConstraint("object_id", "kind", name="pk_hokusai_mlflow_makers"),
     )
     with op.batch_alter_table("hokusai_tokens") as batch:
         batch.add_column(sa.Column("owner_id", sa.Integer))
