@@ -50,6 +50,13 @@ class Context:
     def service(self):
         from hokusai_mlflow_plugin.registration.service import RegistrationService
 
+        # The system decides on MLflow behind the gateway where one is named (HOKUSAI_MLFLOW_INTERNAL_URI):
+        # its outcome tags are the system's word, which the gateway refuses to every key.
+        internal = self.settings.mlflow_internal_uri
+        if internal:
+            from hokusai_mlflow_plugin.mlflow_io.client import client
+
+            return RegistrationService(self.sessions(), client(internal), provenance=self.settings.provenance)
         return RegistrationService(self.sessions(), self.client(), provenance=self.settings.provenance)
 
     def api(self):
