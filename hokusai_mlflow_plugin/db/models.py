@@ -277,3 +277,42 @@ class MlflowMaker(Base):
     key_id: Mapped[str] = mapped_column(sa.String(16))
     admin: Mapped[bool] = mapped_column(sa.Boolean)  # made with an operator's admin key
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The experiment the run or logged model was made in (from MLflow's answer; it never changes):
+    # what the gateway judges a request on the object by, without asking MLflow.
+    experiment_id: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+# The MLflow objects that have owners (runs, logged models, traces and artifacts go with their
+# experiment; model versions with their registered model), and what a share gives on them.
+EXPERIMENT, REGISTERED_MODEL = "experiment", "registered_model"
+SHARE_READ, SHARE_EDIT = "read", "edit"
+
+
+class MlflowObject(Base):
+    """The owner of an MLflow experiment (by id) or registered model (by name) made through the
+    gateway: the creator's team, or the creator where it has none; None for an operator's."""
+
+    __tablename__ = "hokusai_mlflow_objects"
+
+    kind: Mapped[str] = mapped_column(sa.String(16), primary_key=True)  # experiment | registered_model
+    object_id: Mapped[str] = mapped_column(sa.String(256), primary_key=True)  # experiment id, or model name
+    owner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="SET NULL"), index=True)
+    creator_id: Mapped[int | None] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="SET NULL"))
+    key_id: Mapped[str] = mapped_column(sa.String(16))
+    # The owner's own experiment that stands in for MLflow's Default (id 0) (auth.mlflow_objects).
+    is_default: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MlflowShare(Base):
+    """``read`` or ``edit`` on an experiment or registered model, given by its owner to a team or user."""
+
+    __tablename__ = "hokusai_mlflow_shares"
+    __table_args__ = (sa.CheckConstraint("permission IN ('read', 'edit')", name="permission"),)
+
+    kind: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    object_id: Mapped[str] = mapped_column(sa.String(256), primary_key=True)
+    principal_id: Mapped[int] = mapped_column(sa.ForeignKey("hokusai_principals.id", ondelete="CASCADE"), primary_key=True,
+                                              index=True)
+    permission: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
