@@ -17,9 +17,21 @@ Measured side by side in one run:
 * per version: the MLflow requests (MLflow's access log, by endpoint) and the webhook deliveries
   the receiver answered (gunicorn's access log), over the whole burst including its tail.
 
-Goals: decision rate >= 0.9 x MLflow's rate; p99 decision lag < 2 s.
+Issue 23 added, in the same run, **MLflow alone** as the baseline: the same server (``--workers 1``,
+SQLite) with MLflow's plain registry store and no webhook, the same prepared runs and LoggedModels,
+the same writers. The rounds alternate (alone, attached, alone, attached, ...) so that both see the
+same machine. ``--pin yes``: MLflow on CPU 0, every other process this script starts (the receiver
+under gunicorn) and the writers' own process on CPU 1, in both runs (``taskset``; the shared
+PostgreSQL server is not ours to pin). ``--pin both`` runs every round unpinned, then pinned.
 
-    .venv/bin/python bench/bench_burst.py --versions 300 --writers 8
+Per round it also reports MLflow's side per decided version: its CPU time (its process group in
+``/proc``), its requests by route, the webhook deliveries it dispatched (the receiver's access log),
+and the SQLite writes it made (the write routes; "database is locked" in its log).
+
+Goals (issue 23): MLflow's rate attached >= 0.8 x alone, pinned; decisions >= 0.95 x MLflow's rate;
+p99 decision lag < 1 s; at most 3 MLflow requests per decided version.
+
+    .venv/bin/python bench/bench_burst.py --versions 300 --writers 8 --rounds 2 --pin both
 """
 
 from __future__ import annotations
@@ -43,6 +55,8 @@ import benchlib  # noqa: E402
 SECRET = "bench-burst-secret"
 REQUEST_LINE = re.compile(r'"(GET|POST|PATCH|DELETE|PUT) (/[^ ?"]*)')
 LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
+WRITE_ROUTES = ("create", "set-tag", "delete-tag", "update")  # the requests that take SQLite's write lock
+MLFLOW_CPU, HOKUSAI_CPU = "0", "1"
 
 
 class Consumer(ThreadingHTTPServer):
@@ -91,116 +105,206 @@ def requests_by_endpoint(log: Path, since: int) -> collections.Counter:
     return counts
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in the process group (``/proc``)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def pinned(cmd: list[str], cpu: str | None) -> list[str]:
+    return ["taskset", "-c", cpu, *cmd] if cpu is not None else cmd
+
+
+class Round:
+    """One burst against a fresh MLflow: ``attached`` False is MLflow alone (plain registry store,
+    no webhook, no receiver)."""
+
+    def __init__(self, args, db_url: str, attached: bool, pin: bool, number: int):
+        self.args, self.db_url, self.attached, self.pin, self.number = args, db_url, attached, pin, number
+
+    def run(self) -> dict:
+        import tempfile
+
+        import psycopg
+        from mlflow import MlflowClient
+
+        from hokusai_mlflow_plugin.db.session import libpq_dsn, session_factory
+        from hokusai_mlflow_plugin.stack.local import receiver_command
+        from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env
+        from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
+        from tests.harness import TEST_ENCRYPTION_KEY
+
+        args = self.args
+        workdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-"))
+        mlflow = receiver = consumer = None
+        own_affinity = os.sched_getaffinity(0)
+        try:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            env = server_env(TEST_ENCRYPTION_KEY, cache_ttl=1)
+            for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI"):
+                env.pop(var, None)
+            cmd = server_command(f"sqlite:///{workdir / 'mlflow.db'}", workdir / "artifacts", "127.0.0.1", port,
+                                 workers=args.mlflow_workers, hokusai_store=self.attached)
+            mlflow = ManagedProcess("mlflow server", pinned(cmd, MLFLOW_CPU if self.pin else None), env,
+                                    workdir / "mlflow.log").start()
+            mlflow.wait_http(url + "/health", timeout=120)
+            client = MlflowClient(tracking_uri=url, registry_uri=url)
+            sessions = session_factory(self.db_url)
+            prepared = benchlib.prepare(client, sessions, args.versions, "bench-burst", tag=f"B{self.number}")
+            name = f"bench-burst-{uuid.uuid4().hex[:8]}"
+            benchlib.ensure_registered_model(client, name)
+
+            receiver_log = workdir / "receiver.log"
+            if self.attached:
+                consumer = Consumer()
+                rport = free_port()
+                renv = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
+                renv.update({
+                    "HOKUSAI_HOME": str(workdir / "home"), "HOKUSAI_DATABASE_URL": self.db_url, "HOKUSAI_WEBHOOK_SECRET": SECRET,
+                    "MLFLOW_TRACKING_URI": url, "HOKUSAI_LOG_LEVEL": "WARNING",
+                    "HOKUSAI_EVENT_WEBHOOK_URL": consumer.url, "HOKUSAI_EVENT_WEBHOOK_SECRET": "whsec_" + "YmVuY2gtYnVyc3Qtc2VjcmV0LWtleQ==",
+                })
+                rcmd = receiver_command("127.0.0.1", rport, args.workers)
+                receiver = ManagedProcess("receiver (gunicorn)", pinned(rcmd, HOKUSAI_CPU if self.pin else None), renv, receiver_log).start()
+                receiver.wait_http(f"http://127.0.0.1:{rport}/health", timeout=60)
+                client.create_webhook(name="hokusai-receiver", url=f"http://127.0.0.1:{rport}/webhooks/mlflow",
+                                      events=["model_version.created", "model_version_tag.set"], secret=SECRET)
+                time.sleep(2.5)  # past MLFLOW_WEBHOOK_CACHE_TTL (1 s here)
+            mlflow_mark = mlflow.log_path.stat().st_size
+            receiver_mark = receiver_log.stat().st_size if receiver else 0
+            if self.pin:
+                os.sched_setaffinity(0, {int(HOKUSAI_CPU)})  # the writers: with Hokusai, off MLflow's core
+            cpu0 = group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0
+
+            returned: dict[str, float] = {}
+            slices = [prepared[i::args.writers] for i in range(args.writers)]
+
+            def writer(mine):
+                own = MlflowClient(tracking_uri=url, registry_uri=url)
+                for p in mine:
+                    benchlib.create_version(own, name, p)
+                    returned[p.token_id] = time.time()
+
+            threads = [threading.Thread(target=writer, args=(s,)) for s in slices]
+            started = time.time()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            created = max(returned.values())
+            result = {"attached": self.attached, "pin": self.pin, "mlflow_rate": args.versions / (created - started),
+                      "created_s": created - started}
+            rows = []
+            if self.attached:
+                ids = [p.token_id for p in prepared]
+                with psycopg.connect(libpq_dsn(self.db_url), autocommit=True) as conn:
+                    deadline = time.time() + args.timeout
+                    query = "SELECT token_id, outcome, created_at FROM hokusai_registrations WHERE token_id = ANY(%s)"
+                    while time.time() < deadline:
+                        rows = conn.execute(query, (ids,)).fetchall()
+                        if len(rows) >= args.versions and len(consumer.arrivals) >= args.versions:
+                            break
+                        time.sleep(0.05)
+                time.sleep(3.0)  # the tail: the outcome tags and the deliveries they fire
+            cpu1 = group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0
+            os.sched_setaffinity(0, own_affinity)
+            result["mlflow_calls"] = requests_by_endpoint(mlflow.log_path, mlflow_mark)
+            result["receiver_calls"] = requests_by_endpoint(receiver_log, receiver_mark) if receiver else collections.Counter()
+            result["mlflow_cpu_ms"] = (cpu1[0] - cpu0[0]) * 1000 / args.versions
+            result["receiver_cpu_ms"] = (cpu1[1] - cpu0[1]) * 1000 / args.versions
+            result["locked"] = mlflow.log_path.read_text(errors="replace").count("database is locked")
+            if self.attached:
+                decided_at = {t: (c if c.tzinfo else c.replace(tzinfo=UTC)).timestamp() for t, _, c in rows}
+                result["outcomes"] = dict(collections.Counter(o for _, o, _ in rows))
+                result["decided"] = len(rows)
+                result["lag"] = [(decided_at[t] - returned[t]) * 1000 for t in decided_at if t in returned]
+                result["downstream"] = [(consumer.arrivals[t] - returned[t]) * 1000 for t in consumer.arrivals if t in returned]
+                result["decision_rate"] = len(rows) / (max(decided_at.values()) - started) if rows else 0.0
+            return result
+        finally:
+            os.sched_setaffinity(0, own_affinity)
+            if receiver is not None:
+                receiver.stop()
+            if mlflow is not None:
+                mlflow.stop()
+            if consumer is not None:
+                consumer.shutdown()
+
+
+def report(r: dict, n: int) -> None:
+    label = ("attached" if r["attached"] else "MLflow alone") + (", pinned" if r["pin"] else ", unpinned")
+    print(f"\n-- {label}: MLflow created {r['mlflow_rate']:.1f} versions/s ({r['created_s']:.1f} s)")
+    if r["attached"]:
+        print(f"   decided {r['decided']} {r['outcomes']} at {r['decision_rate']:.1f} versions/s, "
+              f"ratio {r['decision_rate'] / r['mlflow_rate']:.2f} of MLflow's rate")
+        print(benchlib.table([("   decision lag", benchlib.summary(r["lag"])), ("   downstream lag", benchlib.summary(r["downstream"]))],
+                             cols=("median", "p90", "p99", "max"), digits=0))
+    calls = r["mlflow_calls"]
+    writes = sum(c for e, c in calls.items() if e.rsplit("/", 1)[-1] in WRITE_ROUTES)
+    print(f"   MLflow per version: {sum(calls.values()) / n:.2f} requests, {writes / n:.2f} SQLite writes, "
+          f"{r['mlflow_cpu_ms']:.1f} ms CPU; 'database is locked' in its log: {r['locked']}")
+    for endpoint, count in calls.most_common():
+        print(f"     {count / n:6.2f}  {endpoint}")
+    if r["attached"]:
+        print(f"   webhook deliveries MLflow dispatched per version: {sum(r['receiver_calls'].values()) / n:.2f}; "
+              f"receiver CPU {r['receiver_cpu_ms']:.1f} ms per version")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--versions", type=int, default=300)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the receiver (2)")
+    parser.add_argument("--mlflow-workers", type=int, default=1, help="MLflow server workers (1)")
+    parser.add_argument("--rounds", type=int, default=1, help="pairs of (alone, attached) per pinning mode")
+    parser.add_argument("--pin", choices=("no", "yes", "both"), default="both")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for every decision")
     args = parser.parse_args()
 
-    import psycopg
-    from mlflow import MlflowClient
-
     from hokusai_mlflow_plugin.db.migrate import upgrade
-    from hokusai_mlflow_plugin.db.session import dispose, session_factory
-    from hokusai_mlflow_plugin.db.session import libpq_dsn
-    from hokusai_mlflow_plugin.stack.local import receiver_command
-    from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
-    from tests.harness import MlflowServer, create_pg_database, drop_pg_database
+    from hokusai_mlflow_plugin.db.session import dispose
+    from tests.harness import create_pg_database, drop_pg_database
 
     print(benchlib.machine_facts(), flush=True)
-    import tempfile
-
-    workdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-"))
     db_url = create_pg_database("hokusai_bench_burst")
-    mlflow = receiver = None
-    consumer = Consumer()
+    results = []
     try:
         upgrade(db_url)
-        sessions = session_factory(db_url)
-        mlflow = MlflowServer(backend_uri=f"sqlite:///{workdir / 'mlflow.db'}", workdir=workdir, kind="sqlite").start()
-        client = MlflowClient(tracking_uri=mlflow.url, registry_uri=mlflow.url)
-        t0 = time.perf_counter()
-        prepared = benchlib.prepare(client, sessions, args.versions, "bench-burst", tag="BB")
-        name = f"bench-burst-{uuid.uuid4().hex[:8]}"
-        benchlib.ensure_registered_model(client, name)
-        print(f"prepared {args.versions} tokens, runs and LoggedModels in {time.perf_counter() - t0:.1f} s", flush=True)
-
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
-        env.update({
-            "HOKUSAI_HOME": str(workdir / "home"), "HOKUSAI_DATABASE_URL": db_url, "HOKUSAI_WEBHOOK_SECRET": SECRET,
-            "MLFLOW_TRACKING_URI": mlflow.url, "HOKUSAI_LOG_LEVEL": "WARNING",
-            "HOKUSAI_EVENT_WEBHOOK_URL": consumer.url, "HOKUSAI_EVENT_WEBHOOK_SECRET": "whsec_" + "YmVuY2gtYnVyc3Qtc2VjcmV0LWtleQ==",
-        })
-        receiver_log = workdir / "receiver.log"
-        receiver = ManagedProcess("receiver (gunicorn)", receiver_command("127.0.0.1", port, args.workers), env, receiver_log).start()
-        receiver.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
-        client.create_webhook(name="hokusai-receiver", url=f"http://127.0.0.1:{port}/webhooks/mlflow",
-                              events=["model_version.created", "model_version_tag.set"], secret=SECRET)
-        time.sleep(2.5)  # past MLFLOW_WEBHOOK_CACHE_TTL (1 s in the harness)
-        mlflow_log = mlflow.process.log_path
-        mlflow_mark, receiver_mark = mlflow_log.stat().st_size, receiver_log.stat().st_size
-
-        returned: dict[str, float] = {}
-        slices = [prepared[i::args.writers] for i in range(args.writers)]
-
-        def writer(mine):
-            own = MlflowClient(tracking_uri=mlflow.url, registry_uri=mlflow.url)
-            for p in mine:
-                benchlib.create_version(own, name, p)
-                returned[p.token_id] = time.time()
-
-        threads = [threading.Thread(target=writer, args=(s,)) for s in slices]
-        started = time.time()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        created = max(returned.values())
-
-        conn = psycopg.connect(libpq_dsn(db_url), autocommit=True)
-        deadline = time.time() + args.timeout
-        while time.time() < deadline:
-            n = conn.execute("SELECT count(*) FROM hokusai_registrations WHERE token_id LIKE 'BB-%'").fetchone()[0]
-            if n >= args.versions and len(consumer.arrivals) >= args.versions:
-                break
-            time.sleep(0.05)
-        rows = conn.execute("SELECT token_id, outcome, created_at FROM hokusai_registrations WHERE token_id LIKE 'BB-%'").fetchall()
-        time.sleep(3.0)  # the tail: the outcome tags and the deliveries they fire
-        mlflow_calls = requests_by_endpoint(mlflow_log, mlflow_mark)
-        receiver_calls = requests_by_endpoint(receiver_log, receiver_mark)
-        conn.close()
+        number = 0
+        for pin in {"no": [False], "yes": [True], "both": [False, True]}[args.pin]:
+            for _ in range(args.rounds):
+                for attached in (False, True):
+                    number += 1
+                    r = Round(args, db_url, attached, pin, number).run()
+                    report(r, args.versions)
+                    results.append(r)
+                    sys.stdout.flush()
     finally:
-        if receiver is not None:
-            receiver.stop()
-        if mlflow is not None:
-            mlflow.stop()
-        consumer.shutdown()
         dispose(db_url)
         drop_pg_database(db_url)
 
-    decided_at = {t: (c if c.tzinfo else c.replace(tzinfo=UTC)).timestamp() for t, _, c in rows}
-    outcomes = collections.Counter(o for _, o, _ in rows)
-    lag = [(decided_at[t] - returned[t]) * 1000 for t in decided_at if t in returned]
-    downstream = [(consumer.arrivals[t] - returned[t]) * 1000 for t in consumer.arrivals if t in returned]
-    mlflow_rate = args.versions / (created - started)
-    decision_rate = len(rows) / (max(decided_at.values()) - started) if rows else 0.0
     n = args.versions
-    print(f"\n{n} versions by {args.writers} writers; decided {len(rows)} ({dict(outcomes)}), events downstream {len(consumer.arrivals)}")
-    print(f"MLflow created   {mlflow_rate:6.1f} versions/s ({created - started:.1f} s)")
-    print(f"receiver decided {decision_rate:6.1f} versions/s   ratio {decision_rate / mlflow_rate:.2f} (goal >= 0.9)")
-    print(benchlib.table([("decision lag: create returned -> registration row", benchlib.summary(lag)),
-                          ("downstream lag: create returned -> event at the consumer", benchlib.summary(downstream))],
-                         cols=("median", "p90", "p99", "max"), digits=0))
-    print(f"p99 decision lag {benchlib.pct(lag, 99):.0f} ms (goal < 2000 ms)")
-    print(f"\nMLflow requests per version (the burst and its tail; {sum(mlflow_calls.values()) / n:.2f} in all):")
-    for endpoint, count in mlflow_calls.most_common():
-        print(f"  {count / n:6.2f}  {endpoint}")
-    print(f"receiver requests per version ({sum(receiver_calls.values()) / n:.2f} in all):")
-    for endpoint, count in receiver_calls.most_common():
-        print(f"  {count / n:6.2f}  {endpoint}")
+    print(f"\n== summary: {n} versions by {args.writers} writers per round")
+    print("pin       MLflow alone  attached  ratio  decided/MLflow  p99 lag   req/version  MLflow CPU ms/version (alone, attached)")
+    for pin in (False, True):
+        alone = [r for r in results if r["pin"] == pin and not r["attached"]]
+        attached = [r for r in results if r["pin"] == pin and r["attached"]]
+        for a, h in zip(alone, attached):
+            print(f"{'yes' if pin else 'no':<9} {a['mlflow_rate']:9.1f}/s {h['mlflow_rate']:8.1f}/s {h['mlflow_rate'] / a['mlflow_rate']:6.2f}"
+                  f" {h['decision_rate'] / h['mlflow_rate']:11.2f} {benchlib.pct(h['lag'], 99):9.0f} ms"
+                  f" {sum(h['mlflow_calls'].values()) / n:9.2f} {a['mlflow_cpu_ms']:12.1f}, {h['mlflow_cpu_ms']:.1f}")
+    print("goals: attached >= 0.8 x alone (pinned); decided >= 0.95 x MLflow; p99 < 1000 ms; <= 3 requests per version")
     print(benchlib.finished())
 
 

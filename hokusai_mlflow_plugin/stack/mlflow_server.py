@@ -29,8 +29,10 @@ def server_env(encryption_key: str, cache_ttl: int | None = None, base: dict | N
 
 
 def server_command(
-    backend_uri: str, artifacts_dir: Path | str, host: str, port: int, workers: int = 1
+    backend_uri: str, artifacts_dir: Path | str, host: str, port: int, workers: int = 1, hokusai_store: bool = True
 ) -> list[str]:
+    """``hokusai_store=False``: MLflow's plain registry store on the same backend (the benchmarks'
+    baseline, MLflow alone)."""
     return [
         sys.executable,
         "-m",
@@ -45,7 +47,7 @@ def server_command(
         "--backend-store-uri",
         backend_uri,
         "--registry-store-uri",
-        "hokusai+" + backend_uri,
+        ("hokusai+" if hokusai_store else "") + backend_uri,
         "--artifacts-destination",
         str(artifacts_dir),
     ]
