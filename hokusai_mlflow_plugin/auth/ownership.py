@@ -181,10 +181,10 @@ _MAKERS = (
 )
 
 
-def record_maker(conn: sa.Connection, kind: str, object_id: str, caller: Caller) -> None:
-    """Record that ``caller`` made MLflow's ``kind`` ``object_id``; the first record stands."""
+def record_maker(conn: sa.Connection, kind: str, object_id: str, caller: Caller, experiment_id: str | None = None) -> None:
+    """Record that ``caller`` made MLflow's ``kind`` ``object_id`` (in ``experiment_id``); the first record stands."""
     values = {"kind": kind, "object_id": object_id, "user_id": caller.user_id, "key_id": caller.key_id,
-              "admin": is_admin(caller), "created_at": sa.func.current_timestamp()}
+              "admin": is_admin(caller), "created_at": sa.func.current_timestamp(), "experiment_id": experiment_id}
     table = MlflowMaker.__table__
     if conn.dialect.name in ("postgresql", "sqlite"):
         insert = import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert

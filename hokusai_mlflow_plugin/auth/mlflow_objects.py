@@ -1,0 +1,223 @@
+"""Who may read and write an MLflow object: the one room that decides, beside ``ownership`` (tokens).
+
+The gateway asks here, and carries no rule of its own (DESIGN.md, "Who may do what").
+
+- Experiments (by id) and registered models (by name) have owners: an object made through the
+  gateway belongs to its creator's team (the team it joined first, where it has several), or to the
+  creator where it has none. Runs, logged models, traces and artifacts go with their experiment;
+  model versions with their registered model.
+- A user's right on an object: ``own`` as its owner or a member of the owning team (read, write,
+  share); ``edit`` or ``read`` by a share to the user or one of its teams. The key's scope is a
+  ceiling: a ``read`` key writes nothing.
+- Objects with no owner row (made on MLflow directly, before the gateway recorded owners, or by an
+  operator's admin key) are reached by admin keys alone, as tokens with no owner are.
+- MLflow's Default experiment (id 0) has no owner and is nobody's window: a run, logged model or
+  trace that a client puts in it through the gateway goes to its owner's own default experiment,
+  made at first use (``default_experiment``). Experiment 0 itself is reached by admin keys alone.
+- Hidden is not forbidden: an object the caller may not read is a 404 that reads as a missing one;
+  one it may read but not change is a 403.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hokusai_mlflow_plugin.auth.keys import ADMIN, REGISTER, Caller
+from hokusai_mlflow_plugin.core.errors import FORBIDDEN, INVALID, NOT_FOUND, HokusaiError
+from hokusai_mlflow_plugin.db.models import (
+    EXPERIMENT,
+    REGISTERED_MODEL,
+    SHARE_EDIT,
+    SHARE_READ,
+    MlflowMaker,
+    MlflowObject,
+    MlflowShare,
+    TeamMember,
+)
+
+# What a caller may do with an object, in order.
+NONE, READ, EDIT, OWN = 0, 1, 2, 3
+KINDS = (EXPERIMENT, REGISTERED_MODEL)
+PERMISSIONS = {SHARE_READ: READ, SHARE_EDIT: EDIT}
+DEFAULT_EXPERIMENT = "0"  # MLflow's Default experiment, which every client uses when none is set
+
+
+class MlflowObjectError(HokusaiError):
+    """A request on an MLflow object that the caller may not make (404 hidden, 403 forbidden)."""
+
+
+def is_admin(caller: Caller) -> bool:
+    return caller.allows(ADMIN)
+
+
+def what(kind: str, object_id: str) -> str:
+    return f"experiment {object_id}" if kind == EXPERIMENT else f"registered model '{object_id}'"
+
+
+def hidden(kind: str, object_id: str) -> MlflowObjectError:
+    """The one answer for an object that does not exist AND for one the caller may not see."""
+    return MlflowObjectError(f"No {what(kind, object_id)}, or not one your key may see.", NOT_FOUND)
+
+
+def judge(kind: str, object_id: str, have: int, need: int, caller: Caller) -> MlflowObjectError | None:
+    """The refusal of a request that needs ``need`` on an object the caller has ``have`` on, or None."""
+    if have >= need:
+        return None
+    if have == NONE:
+        return hidden(kind, object_id)
+    if need == EDIT and have == EDIT:  # edit, not own: may not share
+        return MlflowObjectError(f"Only the owner of {what(kind, object_id)} may share it.", FORBIDDEN)
+    return MlflowObjectError(f"API key {caller.key_id} may read {what(kind, object_id)} but not change it: ask its owner "
+                             f"for edit ('hokusai mlflow share {object_id} TEAM --permission edit').", FORBIDDEN)
+
+
+# -- rights ---------------------------------------------------------------------------------------------
+
+
+def _right_query():
+    user = sa.bindparam("user_id", type_=sa.Integer)
+    mine = sa.union_all(sa.select(user), sa.select(TeamMember.team_id).where(TeamMember.user_id == user))
+    owned = sa.exists().where(MlflowObject.kind == sa.bindparam("kind"), MlflowObject.object_id == sa.bindparam("object_id"),
+                              MlflowObject.owner_id.in_(mine))
+    shared = (sa.select(sa.func.max(sa.case((MlflowShare.permission == SHARE_EDIT, EDIT), else_=READ)))
+              .where(MlflowShare.kind == sa.bindparam("kind"), MlflowShare.object_id == sa.bindparam("object_id"),
+                     MlflowShare.principal_id.in_(mine)).scalar_subquery())
+    return sa.select(owned, shared)
+
+
+_RIGHT = _right_query()  # built once: the gateway asks it for each object it has not seen lately
+
+
+def user_right(conn: sa.Connection | Session, user_id: int | None, kind: str, object_id: str) -> int:
+    """What user ``user_id`` may do with the object, before its key's scopes (one query)."""
+    if user_id is None:
+        return NONE
+    owned, shared = conn.execute(_RIGHT, {"user_id": user_id, "kind": kind, "object_id": str(object_id)}).one()
+    return OWN if owned else int(shared or NONE)
+
+
+def ceiling(caller: Caller, right: int) -> int:
+    """``right`` under the key's scopes: a key without ``register`` only reads."""
+    if is_admin(caller):
+        return OWN
+    return min(right, READ) if not caller.allows(REGISTER) else right
+
+
+def right(conn: sa.Connection | Session, caller: Caller, kind: str, object_id: str) -> int:
+    if is_admin(caller):
+        return OWN
+    return ceiling(caller, user_right(conn, caller.user_id, kind, object_id))
+
+
+def visible(conn: sa.Connection | Session, caller: Caller, kind: str) -> list[str] | None:
+    """The ids (experiments) or names (registered models) ``caller`` may read, sorted; None for an
+    admin (everything). What the gateway narrows a search to, before the query."""
+    if is_admin(caller):
+        return None
+    if caller.user_id is None:
+        return []
+    mine = principal_ids(caller.user_id)
+    owned = sa.select(MlflowObject.object_id).where(MlflowObject.kind == kind, MlflowObject.owner_id.in_(mine))
+    shared = sa.select(MlflowShare.object_id).where(MlflowShare.kind == kind, MlflowShare.principal_id.in_(mine))
+    return sorted(conn.execute(sa.union(owned, shared)).scalars())
+
+
+# -- owners ---------------------------------------------------------------------------------------------
+
+
+def owner_of_new(conn: sa.Connection | Session, caller: Caller) -> int | None:
+    """Who owns what ``caller`` creates: its user's first team (joined first), else its user; None
+    for an operator's admin key with no user (reached by admins alone)."""
+    if caller.user_id is None:
+        return None
+    team = conn.execute(sa.select(TeamMember.team_id).where(TeamMember.user_id == caller.user_id)
+                        .order_by(TeamMember.added_at, TeamMember.team_id).limit(1)).scalar()
+    return team if team is not None else caller.user_id
+
+
+def record_owner(conn: sa.Connection, kind: str, object_id: str, caller: Caller, is_default: bool = False) -> None:
+    """Record that ``caller`` created the object (its owner: ``owner_of_new``); the first record stands."""
+    values = {"kind": kind, "object_id": str(object_id), "owner_id": owner_of_new(conn, caller), "creator_id": caller.user_id,
+              "key_id": caller.key_id, "is_default": is_default, "created_at": sa.func.current_timestamp()}
+    _insert_once(conn, MlflowObject.__table__, values, ["kind", "object_id"])
+
+
+def rename(conn: sa.Connection, kind: str, old: str, new: str) -> None:
+    """A registered model renamed in MLflow keeps its owner and shares under its new name."""
+    conn.execute(sa.delete(MlflowObject).where(MlflowObject.kind == kind, MlflowObject.object_id == new))
+    conn.execute(sa.delete(MlflowShare).where(MlflowShare.kind == kind, MlflowShare.object_id == new))
+    conn.execute(sa.update(MlflowObject).where(MlflowObject.kind == kind, MlflowObject.object_id == old).values(object_id=new))
+    conn.execute(sa.update(MlflowShare).where(MlflowShare.kind == kind, MlflowShare.object_id == old).values(object_id=new))
+
+
+def default_experiment(conn: sa.Connection, caller: Caller) -> tuple[int | None, str | None]:
+    """The owner that stands for ``caller``'s runs in MLflow's Default experiment, and its own
+    default experiment's id if it has one yet."""
+    owner = owner_of_new(conn, caller)
+    if owner is None:
+        return None, None
+    found = conn.execute(sa.select(MlflowObject.object_id).where(
+        MlflowObject.kind == EXPERIMENT, MlflowObject.owner_id == owner, MlflowObject.is_default.is_(True))
+        .order_by(MlflowObject.created_at).limit(1)).scalar()
+    return owner, found
+
+
+def experiment_of(conn: sa.Connection, kind: str, object_id: str) -> str | None:
+    """The experiment a recorded run or logged model was made in, or None if unrecorded."""
+    return conn.execute(sa.select(MlflowMaker.experiment_id).where(
+        MlflowMaker.object_id == object_id, MlflowMaker.kind == kind)).scalar()
+
+
+# -- shares ---------------------------------------------------------------------------------------------
+
+
+def share(session: Session, caller: Caller, kind: str, object_id: str, principal_id: int, permission: str) -> None:
+    """Give ``permission`` (read or edit) on the object to a team or user: its owner (or a member of
+    the owning team) and admins may; the share replaces an earlier one."""
+    if kind not in KINDS:
+        raise MlflowObjectError(f"{kind!r} is not an MLflow object that has owners: use experiment or model.", INVALID)
+    if permission not in PERMISSIONS:
+        raise MlflowObjectError(f"{permission!r} is not a permission: use read or edit.", INVALID)
+    refusal = judge(kind, object_id, right(session, caller, kind, object_id), OWN, caller)
+    if refusal is not None:
+        raise refusal
+    if session.get(MlflowObject, (kind, str(object_id))) is None:
+        raise hidden(kind, object_id)  # an admin sharing an object the gateway never recorded
+    row = session.get(MlflowShare, (kind, str(object_id), principal_id))
+    if row is None:
+        session.add(MlflowShare(kind=kind, object_id=str(object_id), principal_id=principal_id, permission=permission))
+    else:
+        row.permission = permission
+    session.flush()
+
+
+def unshare(session: Session, caller: Caller, kind: str, object_id: str, principal_id: int) -> bool:
+    refusal = judge(kind, object_id, right(session, caller, kind, object_id), OWN, caller)
+    if refusal is not None:
+        raise refusal
+    row = session.get(MlflowShare, (kind, str(object_id), principal_id))
+    if row is not None:
+        session.delete(row)
+        session.flush()
+    return row is not None
+
+
+def shares(session: Session, kind: str, object_id: str) -> list[tuple[int, str]]:
+    return [(r.principal_id, r.permission) for r in session.scalars(
+        sa.select(MlflowShare).where(MlflowShare.kind == kind, MlflowShare.object_id == str(object_id)))]
+
+
+def _insert_once(conn: sa.Connection, table: sa.Table, values: dict, key: list[str]) -> None:
+    if conn.dialect.name in ("postgresql", "sqlite"):
+        insert = import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert
+        conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=key))
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.insert(table).values(**values))
+    except IntegrityError:
+        pass
