@@ -44,6 +44,9 @@ setup(
         "test": [
             "pytest>=8",
             "hypothesis>=6",
+            # the API's contract, checked by tools nobody here wrote (tests/webhook_app/test_api_contract.py)
+            "schemathesis>=4.32,<5",
+            "openapi-python-client>=0.29,<0.30",  # a client generated from the served document
             "openapi-spec-validator>=0.7",  # the API's OpenAPI document, checked by a kept validator
             "playwright>=1.40",  # the console's browser tests, driving Debian's chromium (.ci/run installs it)
         ],

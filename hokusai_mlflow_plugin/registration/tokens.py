@@ -23,7 +23,6 @@ from hokusai_mlflow_plugin.db.models import (
     Registration,
     Token,
     TokenGrant,
-    iso,
 )
 
 
@@ -154,7 +153,7 @@ def page_tokens(
         created, token_id = cursors.time_of(after[0]), after[1]
         query = query.where(sa.or_(Token.created_at > created, sa.and_(Token.created_at == created, Token.token_id > token_id)))
     found, more = cursors.take(list(session.scalars(query)), limit)
-    return found, cursors.encode(iso(found[-1].created_at), found[-1].token_id) if more else None
+    return found, cursors.encode(cursors.micros(found[-1].created_at), found[-1].token_id) if more else None
 
 
 def page_registrations(

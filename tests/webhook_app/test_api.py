@@ -117,7 +117,8 @@ def test_events_list_detail_and_redelivery(pg_stack, api):
     bulk = admin.post("/events/redeliver?status=dead")
     assert bulk.status_code == 202 and bulk.json()["redelivered"] >= 1
     assert admin.get(f"/events/{event_id}").json()["deliveries"][0]["status"] == "pending"
-    assert_problem(admin.post("/events/redeliver?since=yesterday"), 422, "ISO-8601")
+    refused = assert_problem(admin.post("/events/redeliver?since=yesterday"), 422, "since")
+    assert "datetime" in refused["errors"][0]["message"]  # the document states it: format date-time
     assert_problem(admin.get("/events?status=lost"), 422)
 
 

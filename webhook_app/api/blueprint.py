@@ -16,3 +16,10 @@ def next_link(cursor: str | None) -> str | None:
         return None
     args = {**request.args.to_dict(), "cursor": cursor}
     return url_for(request.endpoint, **(request.view_args or {}), **args)
+
+
+def page(items: list, cursor: str | None):
+    """A page's answer: its items, the ``next`` URL (null at the end), and the same URL in a
+    ``Link: <url>; rel="next"`` header, as GitHub's API gives it."""
+    url = next_link(cursor)
+    return {"items": items, "next": url}, 200, ({"Link": f'<{url}>; rel="next"'} if url else {})

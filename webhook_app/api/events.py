@@ -7,9 +7,8 @@ from datetime import datetime, timezone
 from flask import current_app, g
 
 from hokusai_mlflow_plugin.auth.keys import ADMIN, READ
-from hokusai_mlflow_plugin.core.errors import BadOption
 from hokusai_mlflow_plugin.events import outbox
-from webhook_app.api.blueprint import bp, next_link
+from webhook_app.api.blueprint import bp, page
 from webhook_app.api.auth import FILTERED, OBJECT, OPERATOR, needs
 from webhook_app.api.schemas import BulkRedeliverQuery, EventDetail, EventPage, EventPath, EventQuery, Problem, Redelivered
 
@@ -32,7 +31,7 @@ def list_events(query: EventQuery):
     with _sessions()() as session:
         items, cursor = outbox.page_events(session, query.status, query.type, query.token, query.limit, query.cursor,
                                            caller=g.caller)
-    return {"items": items, "next": next_link(cursor)}
+    return page(items, cursor)
 
 
 @bp.get("/events/<event_id>", responses={200: EventDetail, 401: Problem, 403: Problem, 404: Problem}, summary="An event, each sink's delivery and every attempt")
@@ -63,11 +62,8 @@ def redeliver_all(query: BulkRedeliverQuery):
     return {"redelivered": count}, 202
 
 
-def _since(text: str | None):
-    if not text:
+def _since(when: datetime | None) -> datetime | None:
+    """A time of the query (validated by its model) as UTC: one with no offset is UTC."""
+    if when is None:
         return None
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadOption("since", f"since {text!r} is not an ISO-8601 time, such as 2026-12-01T00:00:00Z.") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.auth.keys import READ, REGISTER
 from hokusai_mlflow_plugin.registration import tokens
 from hokusai_mlflow_plugin.submit.logged import register_logged
-from webhook_app.api.blueprint import bp, next_link
+from webhook_app.api.blueprint import bp, page
 from webhook_app.api.auth import FILTERED, OBJECT, needs
 from webhook_app.api.schemas import Decision, Problem, RegisterBody, RegistrationPage, RegistrationQuery
 
@@ -47,4 +47,4 @@ def list_registrations(query: RegistrationQuery):
     with current_app.extensions["hokusai"].sessions() as session:
         found, cursor = tokens.page_registrations(session, query.token, query.status, query.model, query.limit, query.cursor,
                                                   caller=g.caller)
-        return {"items": [r.to_dict() for r in found], "next": next_link(cursor)}
+        return page([r.to_dict() for r in found], cursor)

@@ -34,15 +34,18 @@ def _response(status: int, body: dict, headers: dict | None):
 def of_validation(error):
     """pydantic's ValidationError (flask-openapi3 hands it here) as a 422 naming every field."""
     errors = [
-        {"field": ".".join(str(part) for part in e.get("loc", ())) or "body", "message": e.get("msg", "invalid")}
+        {"field": ".".join(str(part) for part in e.get("loc", ())) or "body",
+         "message": e.get("msg", "invalid").removeprefix("Value error, ")}
         for e in error.errors(include_url=False, include_context=False, include_input=False)
     ]
-    fields = ", ".join(e["field"] for e in errors)
+    fields = ", ".join(e["field"] if e["field"] != "body" else e["message"] for e in errors)
     return problem(422, f"The request is not valid: {fields}. See 'errors' for each field.", errors)
 
 
 def of_http(error: HTTPException):
-    return problem(error.code or 500, error.description or TITLE.get(error.code, "Error"))
+    """An HTTP error of Flask's as a problem, with the headers it says (a 405's ``Allow``)."""
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    return problem(error.code or 500, error.description or TITLE.get(error.code, "Error"), headers=headers)
 
 
 def of_unexpected(error: Exception):

@@ -8,7 +8,7 @@ from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.auth.keys import ADMIN, READ
 from hokusai_mlflow_plugin.registration import tokens
 from webhook_app.api.auth import FILTERED, OBJECT, OPERATOR, needs
-from webhook_app.api.blueprint import bp, next_link
+from webhook_app.api.blueprint import bp, page
 from webhook_app.api.schemas import (
     GrantBody,
     GrantList,
@@ -34,7 +34,7 @@ def list_tokens(query: TokenQuery):
     with _sessions()() as session:
         found, cursor = tokens.page_tokens(session, query.status, query.q, query.limit, query.cursor, caller=g.caller,
                                            unowned=query.unowned)
-        return {"items": [t.to_dict() for t in found], "next": next_link(cursor)}
+        return page([t.to_dict() for t in found], cursor)
 
 
 @bp.get("/tokens/<token_id>", responses={200: TokenDetail, 401: Problem, 403: Problem, 404: Problem, 422: Problem},
