@@ -7,7 +7,8 @@ compared in constant time (the reasoning of djangorestframework-api-key 3.x and 
 The typed ``hk_`` prefix lets secret scanners find a leaked key.
 
 Scopes climb: ``read`` (lists and details) < ``register`` (``POST /models/register``, and
-everything that writes runs and models) < ``admin`` (tokens, keys, redelivery, reconcile). A key
+everything that writes runs and models) < ``deploy`` (a deployer's: a token's deployments) <
+``admin`` (tokens, keys, redelivery, reconcile). A key
 holds the scopes it was given and every scope below them.
 """
 
@@ -26,8 +27,8 @@ from sqlalchemy.orm import Session
 from hokusai_mlflow_plugin.core.errors import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZED, HokusaiError
 from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, USER, ApiKey, utcnow
 
-READ, REGISTER, ADMIN = "read", "register", "admin"
-SCOPES = (READ, REGISTER, ADMIN)  # each includes the ones before it
+READ, REGISTER, DEPLOY, ADMIN = "read", "register", "deploy", "admin"
+SCOPES = (READ, REGISTER, DEPLOY, ADMIN)  # each includes the ones before it
 PREFIX = "hk_"
 _KEY = re.compile(r"hk_([0-9a-f]{8})_([A-Za-z0-9_-]{43,128})")
 LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per key
@@ -78,8 +79,8 @@ def parse_scopes(text: str) -> tuple[str, ...]:
     scopes = tuple(dict.fromkeys(s.strip().lower() for s in text.split(",") if s.strip()))
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
-        raise ApiKeyError(f"Unknown scope {unknown[0]!r}: use read, register or admin, comma-separated." if unknown
-                        else "Give at least one scope: read, register or admin.", INVALID)
+        raise ApiKeyError(f"Unknown scope {unknown[0]!r}: use read, register, deploy or admin, comma-separated." if unknown
+                        else "Give at least one scope: read, register, deploy or admin.", INVALID)
     return scopes
 
 

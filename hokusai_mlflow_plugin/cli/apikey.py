@@ -14,7 +14,7 @@ def apikey():
 
 @apikey.command("create")
 @click.argument("name")
-@click.option("--scope", "scope", default="read", show_default=True, help="Comma-separated: read, register, admin (each includes the ones before it).")
+@click.option("--scope", "scope", default="read", show_default=True, help="Comma-separated: read, register, deploy, admin (each includes the ones before it).")
 @click.option("--expires-in", help="A lifetime such as 90d, 12h or 30m (default: no expiry).")
 @click.option("--user", "user_name", metavar="USER",
               help="The user the key acts for (see 'hokusai user create'). Default: a read or register key acts "

@@ -53,6 +53,7 @@ class Token(Base):
     owner_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("hokusai_principals.id", ondelete="SET NULL"), index=True)
     owner: Mapped["Principal | None"] = relationship(lazy="selectin")
+    deployment_target: Mapped[str | None] = mapped_column(sa.String(64))  # where a deployed token's version serves
 
     def to_dict(self) -> dict:
         return {
@@ -64,6 +65,7 @@ class Token(Base):
             "mlflow_run_id": self.mlflow_run_id,
             "model_name": self.model_name,
             "model_version": self.model_version,
+            "deployment_target": self.deployment_target,
             "owner": self.owner.name if self.owner is not None else None,
             "owner_kind": self.owner.kind if self.owner is not None else None,
             "created_at": iso(self.created_at),
@@ -316,3 +318,27 @@ class MlflowShare(Base):
                                               index=True)
     permission: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TokenTransition(Base):
+    """One status change of a token after its registration (which its registration row records):
+    deployed, undeployed, archived; who made it, when, why, and the version."""
+
+    __tablename__ = "hokusai_token_transitions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    token_id: Mapped[str] = mapped_column(sa.ForeignKey("hokusai_tokens.token_id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str] = mapped_column(sa.String(16))
+    to_status: Mapped[str] = mapped_column(sa.String(16))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(sa.String(128))  # the key's user, or the key's name for an operator's key
+    key_id: Mapped[str | None] = mapped_column(sa.String(16))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    model_name: Mapped[str | None] = mapped_column(sa.String(256))
+    model_version: Mapped[str | None] = mapped_column(sa.String(32))
+    target: Mapped[str | None] = mapped_column(sa.String(64))
+
+    def to_dict(self) -> dict:
+        return {"from": self.from_status, "to": self.to_status, "at": iso(self.at), "actor": self.actor,
+                "key_id": self.key_id, "reason": self.reason, "model_name": self.model_name,
+                "model_version": self.model_version, "target": self.target}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from hokusai_mlflow_plugin.core import gate, tags
 from hokusai_mlflow_plugin.core.metrics import normalize_metric_name
-from hokusai_mlflow_plugin.db.models import DRAFT, OUTCOME_REGISTERED, OUTCOME_REJECTED, Token
+from hokusai_mlflow_plugin.db.models import ARCHIVED, DRAFT, OUTCOME_REGISTERED, OUTCOME_REJECTED, Token
 from hokusai_mlflow_plugin.mlflow_io.facts import VersionFacts
 
 
@@ -86,6 +86,11 @@ def _check_token(token_id: str, token: Token | None) -> None:
         raise _Refused(
             f"Unknown token '{token_id}': create it on the Hokusai site (or with "
             f"'hokusai token create {token_id}'), then register the model again."
+        )
+    if token.status == ARCHIVED:
+        raise _Refused(
+            f"Token '{token_id}' is archived: it takes no model, and an archived token is never un-archived. "
+            "Make a new token for this model."
         )
     if token.status != DRAFT:
         if token.model_name:
