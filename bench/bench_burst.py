@@ -121,6 +121,19 @@ def group_cpu_seconds(pgid: int) -> float:
     return total
 
 
+def quiet_tail(log: Path, quiet: float = 2.0, limit: float = 30.0) -> None:
+    """Wait until MLflow's access log has not grown for ``quiet`` seconds (at most ``limit``): the
+    outcome tags are written after the answer, and a fixed 3 s tail missed some of them under load."""
+    deadline, size, since = time.monotonic() + limit, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = log.stat().st_size
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.2)
+
+
 def pinned(cmd: list[str], cpu: str | None) -> list[str]:
     return ["taskset", "-c", cpu, *cmd] if cpu is not None else cmd
 
@@ -216,7 +229,7 @@ class Round:
                         if len(rows) >= args.versions and len(consumer.arrivals) >= args.versions:
                             break
                         time.sleep(0.05)
-                time.sleep(3.0)  # the tail: the outcome tags and the deliveries they fire
+                quiet_tail(mlflow.log_path)  # the tail: the outcome tags and the deliveries they fire
             cpu1 = group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0
             os.sched_setaffinity(0, own_affinity)
             result["mlflow_calls"] = requests_by_endpoint(mlflow.log_path, mlflow_mark)
@@ -276,6 +289,9 @@ def main() -> None:
     from hokusai_mlflow_plugin.db.session import dispose
     from tests.harness import create_pg_database, drop_pg_database
 
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM stops what this run started
     print(benchlib.machine_facts(), flush=True)
     db_url = create_pg_database("hokusai_bench_burst")
     results = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass, field
 
 from mlflow.entities.model_registry import ModelVersionTag
@@ -12,6 +13,7 @@ from mlflow.entities.model_registry import ModelVersionTag
 from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.core import tags
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call
+from hokusai_mlflow_plugin.plugins.stamping_store import outcome_value
 
 _logger = logging.getLogger(__name__)
 
@@ -48,11 +50,13 @@ class VersionFacts:
         return self.model_metrics.get(name)
 
 
-def fetch(client, model_name: str, version: str, created: dict | None = None) -> VersionFacts:
+def fetch(client, model_name: str, version: str, created: dict | None = None, runs=None) -> VersionFacts:
     """What MLflow knows of the version. ``created``: the data of MLflow's signed
     ``model_version.created`` delivery, MLflow's own statement of the version it just made (its
     source, run and the tags of its create request). When its source names the LoggedModel, the
-    version is not read back: one MLflow request fewer per decision. The metrics are always read."""
+    version is not read back: one MLflow request fewer per decision. The metrics are always read,
+    at decision time. ``runs`` (``shared_reads.SharedRunReads``): the run is read together with
+    the runs of the decisions that want theirs at the same moment."""
     if created is not None and tags.logged_model_id(created.get("source")):
         facts = VersionFacts(
             model_name=model_name,
@@ -73,6 +77,7 @@ def fetch(client, model_name: str, version: str, created: dict | None = None) ->
             version_tags=dict(mv.tags or {}),
             model_id_field=getattr(mv, "model_id", None) or None,
         )
+    experiment_id = None
     if facts.model_id:
         try:
             logged = call(client.get_logged_model, facts.model_id)
@@ -82,9 +87,10 @@ def fetch(client, model_name: str, version: str, created: dict | None = None) ->
             facts.model_tags = dict(logged.tags or {})
             facts.model_metrics = _latest(logged.metrics or [])
             facts.run_id = facts.run_id or logged.source_run_id
+            experiment_id = logged.experiment_id if facts.run_id == logged.source_run_id else None
     if facts.run_id:
         try:
-            run = call(client.get_run, facts.run_id)
+            run = runs.get(facts.run_id, experiment_id) if runs is not None else call(client.get_run, facts.run_id)
         except MlflowNotFound:
             run = None
         if run is not None:
@@ -104,9 +110,14 @@ def _latest(metrics) -> dict[str, float]:
 
 
 def tag_outcome(client, model_name: str, version: str, status: str, reason: str) -> bool:
-    """Show the decision on the model version in the MLflow UI. Failure is logged, not raised:
-    the decision is already committed."""
+    """Show the decision on the model version in the MLflow UI: ``hokusai_status`` and
+    ``hokusai_reason``. Against a tracking server that runs the ``hokusai+`` store, in ONE request
+    (``stamping_store.outcome_value``), checked once per server; else two. Failure is logged, not
+    raised: the decision is already committed."""
     try:
+        uri = client.tracking_uri
+        if uri.startswith(("http://", "https://")) and _writes_both(uri, model_name, str(version), status, reason):
+            return True
         set_tag = _version_tagger(client)
         set_tag(model_name, str(version), tags.STATUS, status)
         set_tag(model_name, str(version), tags.REASON, reason[:5000])
@@ -116,6 +127,35 @@ def tag_outcome(client, model_name: str, version: str, status: str, reason: str)
             "Could not tag %s version %s with its outcome (%s): %s", model_name, version, status, e
         )
         return False
+
+
+#: per tracking server: does one outcome write set both tags (the ``hokusai+`` store)? None: not known yet.
+_ONE_WRITE: dict[str, bool] = {}
+_ONE_WRITE_CHECK = threading.Lock()
+
+
+def _writes_both(uri: str, name: str, version: str, status: str, reason: str) -> bool:
+    """Write both outcome tags in one request if the server's store turns it into both; False when
+    it does not (nothing was written, or what was written is to be overwritten by the caller)."""
+    if _ONE_WRITE.get(uri) is False:
+        return False
+    store = _rest_store(uri)
+    one = ModelVersionTag(tags.STATUS, outcome_value(status, reason))
+    if _ONE_WRITE.get(uri):
+        store.set_model_version_tag(name, version, one)
+        return True
+    with _ONE_WRITE_CHECK:  # the first write to this server reads the version back, once
+        if _ONE_WRITE.get(uri) is None:
+            store.set_model_version_tag(name, version, one)
+            written = store.get_model_version(name, version).tags or {}
+            _ONE_WRITE[uri] = written.get(tags.STATUS) == status and tags.REASON in written
+            if not _ONE_WRITE[uri]:
+                _logger.warning(
+                    "MLflow at %s does not run the hokusai+ registry store: the outcome tags take two "
+                    "requests per decision", uri,
+                )
+            return _ONE_WRITE[uri]
+    return _writes_both(uri, name, version, status, reason)
 
 
 def _version_tagger(client):

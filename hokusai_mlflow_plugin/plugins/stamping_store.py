@@ -6,12 +6,19 @@ create request gets the ``hokusai_*`` tags of its source LoggedModel, completed 
 the run has the same token (or the LoggedModel none). That makes
 every version carry its token, registrations from the MLflow UI included.
 
+It also writes a decision's two outcome tags, ``hokusai_status`` and ``hokusai_reason``, from ONE
+``set-tag`` request whose ``hokusai_status`` value is ``outcome_value(status, reason)`` (MLflow has
+no route that sets several model-version tags): one request, one SQLite write and one webhook
+delivery fewer per decision (issue 23). A server on MLflow's plain store would keep that value as
+it is, so the receiver checks once per server that the two tags came out (``mlflow_io.facts``).
+
 The constructor does no I/O; the database is opened on first use (without a URI, MLflow's registry
 URI then). The store pickles as its URIs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -19,7 +26,7 @@ import threading
 from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-from hokusai_mlflow_plugin.core.tags import INPUT_TAGS, TOKEN_ID, logged_model_id, normalize_token_id
+from hokusai_mlflow_plugin.core.tags import INPUT_TAGS, REASON, STATUS, TOKEN_ID, logged_model_id, normalize_token_id
 
 _logger = logging.getLogger(__name__)
 
@@ -42,6 +49,32 @@ def _default_store_uri() -> str:
     from mlflow.tracking._model_registry.utils import get_registry_uri
 
     return get_registry_uri()
+
+
+#: MLflow's limit on a model version tag's value (its column); the combined value stays within it.
+TAG_VALUE_LIMIT = 5000
+
+
+def outcome_value(status: str, reason: str) -> str:
+    """The value of one ``hokusai_status`` tag write that this store turns into both outcome tags."""
+    value = json.dumps({STATUS: status, REASON: reason}, ensure_ascii=False)
+    while len(value) > TAG_VALUE_LIMIT:  # cut the reason, never the status or the JSON
+        reason = reason[: max(0, len(reason) - (len(value) - TAG_VALUE_LIMIT) - 1)]
+        value = json.dumps({STATUS: status, REASON: reason}, ensure_ascii=False)
+    return value
+
+
+def outcome_tags(key: str, value: str | None) -> dict[str, str] | None:
+    """The two outcome tags an ``outcome_value`` write stands for; None for any other tag."""
+    if key != STATUS or not value or not value.startswith("{"):
+        return None
+    try:
+        found = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or set(found) != {STATUS, REASON} or not all(isinstance(v, str) for v in found.values()):
+        return None
+    return found
 
 
 def _hokusai_tags(tags: dict[str, str] | None) -> dict[str, str]:
@@ -113,6 +146,26 @@ class HokusaiRegistryStore(SqlAlchemyStore):
             local_model_path=local_model_path,
             model_id=model_id,
         )
+
+    # -- the outcome tags ---------------------------------------------------------------------------
+
+    def set_model_version_tag(self, name, version, tag):
+        outcome = outcome_tags(tag.key, tag.value)
+        if outcome is None:
+            return super().set_model_version_tag(name, version, tag)
+        self._ensure_ready()
+        from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag
+        from mlflow.utils.validation import _validate_model_name, _validate_model_version, _validate_model_version_tag
+
+        _validate_model_name(name)
+        version = _validate_model_version(version)
+        for key, value in outcome.items():
+            _validate_model_version_tag(key, value)
+        # Both tags in one transaction: one SQLite write lock, as MLflow's own set_model_version_tag.
+        with self.ManagedSessionMaker(read_only=False) as session:
+            sql_model_version = self._get_sql_model_version(session, name, version)
+            for key, value in outcome.items():
+                session.merge(SqlModelVersionTag(workspace=sql_model_version.workspace, name=name, version=version, key=key, value=value))
 
     def _tracking_store(self):
         """Where runs and LoggedModels live. Inside ``mlflow server``, the server's own tracking

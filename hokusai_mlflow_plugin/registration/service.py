@@ -24,6 +24,7 @@ from hokusai_mlflow_plugin.db.session import read_engine
 from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
 from hokusai_mlflow_plugin.monitoring import DECISION_SECONDS, REGISTRATIONS
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound
+from hokusai_mlflow_plugin.mlflow_io.shared_reads import SharedRunReads
 from hokusai_mlflow_plugin.registration import records
 from hokusai_mlflow_plugin.registration.decision import decide, token_id_of
 
@@ -79,6 +80,7 @@ class RegistrationService:
         self.sessions = sessions
         self.provenance = ownership.check_mode(provenance)  # for versions with no recorded maker
         self.client = client
+        self.runs = SharedRunReads(client)  # concurrent decisions read their runs together
         self.after_commit = list(after_commit or [])
         self.tag_later = tag_later
         self.engine = sessions.kw["bind"]
@@ -102,7 +104,7 @@ class RegistrationService:
             return Outcome.of(earlier, DUPLICATE)
 
         try:
-            facts = mlflow_facts.fetch(self.client, model_name, version, created)  # MlflowUnavailable: try later
+            facts = mlflow_facts.fetch(self.client, model_name, version, created, self.runs)  # MlflowUnavailable: try later
         except MlflowNotFound:
             return Outcome(IGNORED, f"MLflow has no model '{model_name}' version {version}.", model_name, version)
 

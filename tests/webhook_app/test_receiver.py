@@ -144,14 +144,19 @@ def test_other_events_are_ignored(client, event):
     assert response.status_code == 200 and response.json["status"] == "ignored"
 
 
-@pytest.mark.parametrize("key", ["hokusai_status", "hokusai_reason"])
-def test_the_outcome_tags_own_deliveries_cost_neither_the_database_nor_mlflow(key):
-    """Each decision's two outcome tags fire model_version_tag.set back at the receiver: under a
-    burst that is two deliveries per version. They are answered from the body alone: here by a
-    receiver whose database and MLflow do not exist."""
+@pytest.mark.parametrize(
+    "key, value",
+    [("hokusai_status", "registered"), ("hokusai_reason", "registered"),
+     ("hokusai_status", '{"hokusai_status": "registered", "hokusai_reason": "auroc 0.9 meets the baseline 0.82"}')],
+    ids=["status", "reason", "one-write-of-both"],
+)
+def test_the_outcome_tags_own_deliveries_cost_neither_the_database_nor_mlflow(key, value):
+    """Each decision's outcome write fires model_version_tag.set back at the receiver (one per
+    decision since issue 23: both tags in one write). It is answered from the body alone: here by
+    a receiver whose database and MLflow do not exist."""
     app = create_app({"HOKUSAI_WEBHOOK_SECRETS": (RECEIVER_SECRET,), "HOKUSAI_DATABASE_URL": "postgresql://x@127.0.0.1:1/none",
                       "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "HOKUSAI_RELAY": False})
-    event = {"entity": "model_version_tag", "action": "set", "data": {"name": "m", "version": "1", "key": key, "value": "registered"}}
+    event = {"entity": "model_version_tag", "action": "set", "data": {"name": "m", "version": "1", "key": key, "value": value}}
     body = json.dumps(event).encode()
     response = app.test_client().post("/webhooks/mlflow", data=body, headers=signed_headers(body))
     assert response.status_code == 200 and response.json["status"] == "ignored"

@@ -1,0 +1,134 @@
+"""The outcome tags in one request (issue 23): the ``hokusai+`` store turns one ``set-tag`` of
+``outcome_value(status, reason)`` into ``hokusai_status`` and ``hokusai_reason``; on a server with
+MLflow's plain store the receiver finds out once and writes the two tags as before. Counted in the
+real server's access log."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import pytest
+from mlflow import MlflowClient
+
+from hokusai_mlflow_plugin.mlflow_io import facts
+from hokusai_mlflow_plugin.plugins.stamping_store import TAG_VALUE_LIMIT, outcome_tags, outcome_value
+from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env
+from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
+from tests.harness import TEST_ENCRYPTION_KEY
+
+SET_TAG = re.compile(r'"POST /api/2\.0/mlflow/model-versions/set-tag')
+GET_VERSION = re.compile(r'"GET /api/2\.0/mlflow/model-versions/get')
+
+
+def new_version(client: MlflowClient, name: str) -> str:
+    """A version made as ``log_model(registered_model_name=...)`` makes it (no token: nobody decides it)."""
+    exp = client.create_experiment(f"outcome-tags-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(exp)
+    logged = client.create_logged_model(exp, source_run_id=run.info.run_id)
+    client.finalize_logged_model(logged.model_id, "READY")
+    try:
+        client.create_registered_model(name)
+    except Exception:
+        pass
+    return str(client.create_model_version(name, f"models:/{logged.model_id}", model_id=logged.model_id, await_creation_for=0).version)
+
+
+class AccessLog:
+    """The requests a server logged since the last ``since()``."""
+
+    def __init__(self, path):
+        self.path, self.mark = path, path.stat().st_size
+
+    def since(self, pattern, expected: int | None = None, timeout: float = 5.0) -> int:
+        deadline = time.monotonic() + timeout
+        while True:  # the access line is written just after the answer
+            with self.path.open(errors="replace") as f:
+                f.seek(self.mark)
+                count = len(pattern.findall(f.read()))
+            if expected is None or count >= expected or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
+
+    def reset(self):
+        self.mark = self.path.stat().st_size
+
+
+@pytest.fixture
+def fresh_servers(monkeypatch):
+    """Forget which servers were found to take one write (another test may have checked ours)."""
+    monkeypatch.setattr(facts, "_ONE_WRITE", {})
+
+
+def test_the_value_round_trips_and_nothing_else_is_taken_for_it():
+    assert outcome_tags("hokusai_status", outcome_value("rejected", "auroc 0.7 is below 0.82")) == {
+        "hokusai_status": "rejected", "hokusai_reason": "auroc 0.7 is below 0.82"}
+    for key, value in [("hokusai_status", "registered"), ("hokusai_reason", outcome_value("registered", "ok")),
+                       ("hokusai_status", "{not json"), ("hokusai_status", '{"hokusai_status": "registered"}'),
+                       ("hokusai_status", '{"hokusai_status": "x", "hokusai_reason": "y", "extra": "z"}'),
+                       ("hokusai_status", '{"hokusai_status": 1, "hokusai_reason": "y"}'), ("note", outcome_value("a", "b"))]:
+        assert outcome_tags(key, value) is None, (key, value)
+    long = outcome_value("rejected", "é" * 9000 + '"\\')
+    assert len(long) <= TAG_VALUE_LIMIT and outcome_tags("hokusai_status", long)["hokusai_status"] == "rejected"
+
+
+def test_one_request_sets_both_tags_on_the_hokusai_store(mlflow_sqlite, unique_name, fresh_servers):
+    client = MlflowClient(tracking_uri=mlflow_sqlite.url, registry_uri=mlflow_sqlite.url)
+    first, second = new_version(client, unique_name), new_version(client, unique_name)
+    log = AccessLog(mlflow_sqlite.process.log_path)
+
+    assert facts.tag_outcome(client, unique_name, first, "rejected", "auroc 0.70 is below the baseline 0.82") is True
+    assert log.since(SET_TAG, 1) == 1 and log.since(GET_VERSION, 1) == 1  # the first write to a server is checked once
+    log.reset()
+    assert facts.tag_outcome(client, unique_name, second, "registered", "auroc 0.90 meets the baseline 0.82") is True
+    assert log.since(SET_TAG, 1) == 1
+    time.sleep(0.5)
+    assert log.since(SET_TAG) == 1 and log.since(GET_VERSION) == 0  # and then never again
+
+    for version, status, reason in [(first, "rejected", "auroc 0.70 is below the baseline 0.82"),
+                                    (second, "registered", "auroc 0.90 meets the baseline 0.82")]:
+        tags = client.get_model_version(unique_name, version).tags
+        assert (tags["hokusai_status"], tags["hokusai_reason"]) == (status, reason)  # as the MLflow UI shows them
+
+
+def test_other_tags_are_set_as_mlflow_sets_them(mlflow_sqlite, unique_name):
+    client = MlflowClient(tracking_uri=mlflow_sqlite.url, registry_uri=mlflow_sqlite.url)
+    version = new_version(client, unique_name)
+    client.set_model_version_tag(unique_name, version, "hokusai_status", "{hand-written")
+    client.set_model_version_tag(unique_name, version, "note", outcome_value("a", "b"))
+    tags = client.get_model_version(unique_name, version).tags
+    assert tags["hokusai_status"] == "{hand-written" and tags["note"] == outcome_value("a", "b") and "hokusai_reason" not in tags
+
+
+@pytest.fixture(scope="module")
+def plain_mlflow(tmp_path_factory):
+    """MLflow with its own registry store: the receiver pointed at a server without ``hokusai+``."""
+    workdir = tmp_path_factory.mktemp("plain-mlflow")
+    port = free_port()
+    env = server_env(TEST_ENCRYPTION_KEY)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = server_command(f"sqlite:///{workdir / 'mlflow.db'}", workdir / "artifacts", "127.0.0.1", port, hokusai_store=False)
+    process = ManagedProcess("mlflow server (plain store)", cmd, env, workdir / "mlflow.log").start()
+    try:
+        process.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        process.stop()
+
+
+def test_a_plain_store_gets_two_writes_after_one_check(plain_mlflow, unique_name, fresh_servers):
+    process, url = plain_mlflow
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    first, second = new_version(client, unique_name), new_version(client, unique_name)
+    log = AccessLog(process.log_path)
+
+    assert facts.tag_outcome(client, unique_name, first, "registered", "auroc 0.90 meets the baseline 0.82") is True
+    assert log.since(SET_TAG, 3) == 3  # the one write, found kept as it is, then the two tags over it
+    log.reset()
+    assert facts.tag_outcome(client, unique_name, second, "rejected", "auroc 0.70 is below the baseline 0.82") is True
+    assert log.since(SET_TAG, 2) == 2 and log.since(GET_VERSION) == 0
+    assert facts._ONE_WRITE[url] is False
+    for version, status in [(first, "registered"), (second, "rejected")]:
+        tags = client.get_model_version(unique_name, version).tags
+        assert tags["hokusai_status"] == status and tags["hokusai_reason"].startswith("auroc")

@@ -1,0 +1,127 @@
+"""Runs read together by concurrent decisions (issue 23), against a real MLflow server: each
+caller gets its own run as ``get_run`` returns it, read by a request that started after it asked."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+from hokusai_mlflow_plugin.core.errors import MlflowUnavailable
+from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound
+from hokusai_mlflow_plugin.mlflow_io.shared_reads import SharedRunReads
+from tests.mlflow_helpers import CountingClient
+
+
+@pytest.fixture
+def client(mlflow_sqlite):
+    return MlflowClient(tracking_uri=mlflow_sqlite.url, registry_uri=mlflow_sqlite.url)
+
+
+def runs_with_auroc(client, n: int, experiment: str | None = None) -> tuple[str, list[str]]:
+    exp = experiment or client.create_experiment(f"shared-reads-{uuid.uuid4().hex[:8]}")
+    ids = []
+    for i in range(n):
+        run_id = client.create_run(exp, tags={"i": str(i)}).info.run_id
+        client.log_batch(run_id, metrics=[Metric("auroc", 0.5 + i / 100, int(time.time() * 1000), 0)])
+        ids.append(run_id)
+    return exp, ids
+
+
+class SlowFirstSearch(CountingClient):
+    """The first search takes a while, so that the callers behind it queue up."""
+
+    def __getattr__(self, name):
+        counted = super().__getattr__(name)
+        if name != "search_runs":
+            return counted
+
+        def slow(*args, **kwargs):
+            if self.count("search_runs") == 0:
+                time.sleep(0.5)
+            return counted(*args, **kwargs)
+
+        return slow
+
+
+def test_callers_behind_a_read_share_the_next_one(client):
+    exp, ids = runs_with_auroc(client, 8)
+    counting = SlowFirstSearch(client)
+    reads = SharedRunReads(counting)
+    got: dict[str, object] = {}
+
+    def read(run_id):
+        got[run_id] = reads.get(run_id, exp)
+
+    first = threading.Thread(target=read, args=(ids[0],))
+    first.start()
+    time.sleep(0.1)  # the first caller's search is on its way
+    rest = [threading.Thread(target=read, args=(run_id,)) for run_id in ids[1:]]
+    for t in rest:
+        t.start()
+    for t in [first, *rest]:
+        t.join(30)
+    assert counting.count("search_runs") == 2 and counting.count("get_run") == 0  # 8 runs, 2 requests
+    for i, run_id in enumerate(ids):
+        alone = client.get_run(run_id)
+        assert got[run_id].info.run_id == run_id
+        assert got[run_id].data.metrics == alone.data.metrics == {"auroc": 0.5 + i / 100}
+        assert got[run_id].data.tags == alone.data.tags
+
+
+def test_the_metric_is_read_at_the_time_of_asking(client):
+    exp, (run_id,) = runs_with_auroc(client, 1)
+    reads = SharedRunReads(client)
+    assert reads.get(run_id, exp).data.metrics["auroc"] == 0.5
+    client.log_batch(run_id, metrics=[Metric("auroc", 0.93, int(time.time() * 1000) + 10, 1)])
+    assert reads.get(run_id, exp).data.metrics["auroc"] == 0.93  # nothing is kept between reads
+
+
+def test_a_run_elsewhere_a_deleted_run_and_an_unknown_run(client):
+    exp, (here,) = runs_with_auroc(client, 1)
+    _, (elsewhere,) = runs_with_auroc(client, 1)
+    client.delete_run(here)
+    counting = CountingClient(client)
+    reads = SharedRunReads(counting)
+    assert reads.get(here, exp).info.lifecycle_stage == "deleted"  # as get_run: deleted runs are found
+    assert reads.get(elsewhere, exp).info.run_id == elsewhere  # not in that experiment: asked for alone
+    assert counting.calls == ["search_runs", "search_runs", "get_run"]
+    with pytest.raises(MlflowNotFound):
+        reads.get(uuid.uuid4().hex, exp)
+    counting.calls.clear()
+    assert reads.get(elsewhere, None).info.run_id == elsewhere and counting.calls == ["get_run"]  # no experiment: alone
+
+
+def test_every_waiter_gets_the_failure_and_the_next_caller_reads_again():
+    class Down:
+        tracking_uri = "http://127.0.0.1:9"
+
+        def __init__(self):
+            self.calls = 0
+
+        def search_runs(self, *args, **kwargs):
+            self.calls += 1
+            time.sleep(0.2)
+            raise ConnectionError("refused")
+
+    down = Down()
+    reads = SharedRunReads(down)
+    errors = []
+
+    def read(run_id):
+        try:
+            reads.get(run_id, "1")
+        except MlflowUnavailable as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(uuid.uuid4().hex,)) for _ in range(5)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    for t in threads:
+        t.join(10)
+    assert len(errors) == 5 and down.calls == 2 and not reads._reading and not reads._pending
