@@ -130,31 +130,31 @@ def tag_outcome(client, model_name: str, version: str, status: str, reason: str)
 
 
 #: per tracking server: does one outcome write set both tags (the ``hokusai+`` store)? None: not known yet.
-_ONE_WRITE: dict[str, bool] = {}
-_ONE_WRITE_CHECK = threading.Lock()
+ONE_WRITE: dict[str, bool] = {}
+ONE_WRITE_CHECK = threading.Lock()
 
 
 def _writes_both(uri: str, name: str, version: str, status: str, reason: str) -> bool:
     """Write both outcome tags in one request if the server's store turns it into both; False when
     it does not (nothing was written, or what was written is to be overwritten by the caller)."""
-    if _ONE_WRITE.get(uri) is False:
+    if ONE_WRITE.get(uri) is False:
         return False
     store = _rest_store(uri)
     one = ModelVersionTag(tags.STATUS, outcome_value(status, reason))
-    if _ONE_WRITE.get(uri):
+    if ONE_WRITE.get(uri):
         store.set_model_version_tag(name, version, one)
         return True
-    with _ONE_WRITE_CHECK:  # the first write to this server reads the version back, once
-        if _ONE_WRITE.get(uri) is None:
+    with ONE_WRITE_CHECK:  # the first write to this server reads the version back, once
+        if ONE_WRITE.get(uri) is None:
             store.set_model_version_tag(name, version, one)
             written = store.get_model_version(name, version).tags or {}
-            _ONE_WRITE[uri] = written.get(tags.STATUS) == status and tags.REASON in written
-            if not _ONE_WRITE[uri]:
+            ONE_WRITE[uri] = written.get(tags.STATUS) == status and tags.REASON in written
+            if not ONE_WRITE[uri]:
                 _logger.warning(
                     "MLflow at %s does not run the hokusai+ registry store: the outcome tags take two "
                     "requests per decision", uri,
                 )
-            return _ONE_WRITE[uri]
+            return ONE_WRITE[uri]
     return _writes_both(uri, name, version, status, reason)
 
 

@@ -58,7 +58,7 @@ class AccessLog:
 @pytest.fixture
 def fresh_servers(monkeypatch):
     """Forget which servers were found to take one write (another test may have checked ours)."""
-    monkeypatch.setattr(facts, "_ONE_WRITE", {})
+    monkeypatch.setattr(facts, "ONE_WRITE", {})
 
 
 def test_the_value_round_trips_and_nothing_else_is_taken_for_it():
@@ -128,7 +128,7 @@ def test_a_plain_store_gets_two_writes_after_one_check(plain_mlflow, unique_name
     log.reset()
     assert facts.tag_outcome(client, unique_name, second, "rejected", "auroc 0.70 is below the baseline 0.82") is True
     assert log.since(SET_TAG, 2) == 2 and log.since(GET_VERSION) == 0
-    assert facts._ONE_WRITE[url] is False
+    assert facts.ONE_WRITE[url] is False
     for version, status in [(first, "registered"), (second, "rejected")]:
         tags = client.get_model_version(unique_name, version).tags
         assert tags["hokusai_status"] == status and tags["hokusai_reason"].startswith("auroc")
