@@ -120,3 +120,30 @@ def test_schemathesis_finds_nothing(contract, role):
         f"Schemathesis failed as {role} (seed {run_seed}; rerun with HOKUSAI_SCHEMATHESIS_SEED={run_seed}):\n"
         f"{done.stdout[-20000:]}\n{done.stderr[-3000:]}"
     )
+
+
+@pytest.mark.slow
+def test_a_loosened_rule_is_caught(contract, monkeypatch):
+    """The token id's pattern dropped from the model that validates ``POST /tokens`` (and so from
+    the document): the server's domain still refuses an id like ``a b``, and Schemathesis reports it."""
+    from pydantic.fields import FieldInfo
+
+    from tests.live_stack import ReceiverThread
+    from webhook_app.api import schemas
+
+    loose = FieldInfo.merge_field_infos(schemas.TokenCreate.model_fields["token_id"])
+    loose.metadata = [m for m in loose.metadata if not hasattr(m, "pattern")]
+    monkeypatch.setitem(schemas.TokenCreate.model_fields, "token_id", loose)
+    schemas.TokenCreate.model_rebuild(force=True)
+    try:
+        receiver = ReceiverThread({**contract["app"].config, "HOKUSAI_RELAY": False}).start()
+        try:
+            done = schemathesis_run(receiver.url, contract["keys"]["admin"], 21, "--include-operation-id", "create_token",
+                                    examples=30, max_time=20)
+        finally:
+            receiver.release()
+    finally:
+        monkeypatch.undo()
+        schemas.TokenCreate.model_rebuild(force=True)
+    assert done.returncode != 0, done.stdout[-5000:]
+    assert "ST202 Schema-valid request rejected" in done.stdout and "POST /api/v1/tokens" in done.stdout, done.stdout[-5000:]
