@@ -3,7 +3,7 @@ authorization testing matrix, generated from the app's own route table (Flask's 
 and checked against the OpenAPI document.
 
 Two tenants: alice (team A) and bob with his teammate carol (team B). Each route is called by
-alice's ``register`` key with bob's token, registration, event, key, user and team, and must answer
+alice's key (every scope but admin) with bob's token, registration, event, key, user and team, and must answer
 404 (hidden: as if it did not exist) or 403 (admin work), with nothing changed in the database;
 lists answer 200 without bob's objects. A route that this table does not classify fails the test
 (default deny), and so does an API route that the app itself has no access decision for.
@@ -68,7 +68,7 @@ def world(request, tmp_path_factory):
         tokens.grant(s, SHARED_TOKEN, "team-a", "read")
         tokens.create(s, ALICE_TOKEN, "auroc", 0.8, owner="alice")
         made = {
-            "alice": keys.create(s, "alice-laptop", ("read", "register"), user="alice"),
+            "alice": keys.create(s, "alice-laptop", ("read", "register", "deploy"), user="alice"),
             "alice_read": keys.create(s, "alice-read", ("read",), user="alice"),
             "carol": keys.create(s, "carol-laptop", ("read", "register"), user="carol"),
             "bob": keys.create(s, "bob-laptop", ("read", "register"), user="bob"),
@@ -143,6 +143,8 @@ BODIES = {
     "api.create_user": {"name": "mallory"},
     "api.create_team": {"name": "team-m"},
     "api.create_api_key": {"name": "stolen", "scopes": ["admin"], "user": "bob"},
+    "api.deploy_token": {"model_name": "bob-model", "version": "1", "target": "production"},
+    "api.archive_token": {"reason": "taken over"},
 }
 FORMS = {"console.key_create": {"name": "stolen", "scope": "admin"}, "console.redeliver_dead": {"confirm": "yes"}}
 
@@ -230,7 +232,7 @@ def _matrix(world):
 
 
 def test_alice_meets_none_of_bobs_objects_on_any_route(world):
-    """The matrix: every route, alice's register key, bob's objects."""
+    """The matrix: every route, alice's key with every scope but admin (read, register, deploy), bob's objects."""
     seen_kinds = set()
     for endpoint, method, rule in _matrix(world):
         kind = decision_of(endpoint)
