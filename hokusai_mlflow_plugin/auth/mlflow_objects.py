@@ -27,7 +27,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hokusai_mlflow_plugin.auth.keys import ADMIN, REGISTER, Caller
-from hokusai_mlflow_plugin.core.errors import FORBIDDEN, INVALID, NOT_FOUND, HokusaiError
+from hokusai_mlflow_plugin.auth.ownership import principal_ids
+from hokusai_mlflow_plugin.core.errors import (
+    FORBIDDEN,
+    INVALID,
+    NOT_FOUND,
+    HokusaiError,
+)
 from hokusai_mlflow_plugin.db.models import (
     EXPERIMENT,
     REGISTERED_MODEL,
@@ -36,6 +42,7 @@ from hokusai_mlflow_plugin.db.models import (
     MlflowMaker,
     MlflowObject,
     MlflowShare,
+    Principal,
     TeamMember,
 )
 
@@ -154,16 +161,16 @@ def rename(conn: sa.Connection, kind: str, old: str, new: str) -> None:
     conn.execute(sa.update(MlflowShare).where(MlflowShare.kind == kind, MlflowShare.object_id == old).values(object_id=new))
 
 
-def default_experiment(conn: sa.Connection, caller: Caller) -> tuple[int | None, str | None]:
-    """The owner that stands for ``caller``'s runs in MLflow's Default experiment, and its own
-    default experiment's id if it has one yet."""
+def default_experiment(conn: sa.Connection, caller: Caller) -> tuple[int | None, str | None, str | None]:
+    """The owner that stands for ``caller``'s runs in MLflow's Default experiment, its own default
+    experiment's id if it has one yet, and the owner's name (what that experiment is called)."""
     owner = owner_of_new(conn, caller)
     if owner is None:
-        return None, None
+        return None, None, None
     found = conn.execute(sa.select(MlflowObject.object_id).where(
         MlflowObject.kind == EXPERIMENT, MlflowObject.owner_id == owner, MlflowObject.is_default.is_(True))
         .order_by(MlflowObject.created_at).limit(1)).scalar()
-    return owner, found
+    return owner, found, conn.execute(sa.select(Principal.name).where(Principal.id == owner)).scalar()
 
 
 def experiment_of(conn: sa.Connection, kind: str, object_id: str) -> str | None:

@@ -141,10 +141,10 @@ def test_a_malformed_run_creation_goes_to_mlflow_as_it_came(stand_in, body):
 
 def test_an_answer_that_breaks_off_is_a_502_or_a_cut_connection_never_a_short_body(stand_in):
     gateway, auth = stand_in
-    small = requests.get(gateway.url + "/mlflow/get-artifact/broken-small", headers=auth, timeout=30)
+    small = requests.get(gateway.url + "/mlflow/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/broken-small", headers=auth, timeout=30)
     assert_problem(small, 502, "broke off")
     with pytest.raises(requests.exceptions.RequestException):  # the client knows it did not get it all
-        requests.get(gateway.url + "/mlflow/get-artifact/broken-big", headers=auth, timeout=30).content
+        requests.get(gateway.url + "/mlflow/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/broken-big", headers=auth, timeout=30).content
     assert requests.get(gateway.url + "/mlflow/health", timeout=30).status_code == 200  # and the gateway goes on
 
 

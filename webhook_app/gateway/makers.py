@@ -25,19 +25,20 @@ class MakerRecord:
     def __init__(self, database_url: str):
         self.database_url = database_url
 
-    async def record(self, kind: str, object_id: str, caller: keys.Caller) -> None:
-        work = asyncio.get_running_loop().run_in_executor(None, guarded, self._in_thread, kind, object_id, caller)
+    async def record(self, kind: str, object_id: str, caller: keys.Caller, experiment_id: str | None = None) -> None:
+        work = asyncio.get_running_loop().run_in_executor(None, guarded, self._in_thread, kind, object_id, caller,
+                                                          experiment_id)
         try:
             # A database that hangs without a word holds the client no longer than a key check would;
             # the thread ends by itself (its INSERT, if it lands late, records the truth all the same).
             await asyncio.wait_for(asyncio.shield(work), CHECK_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             work.add_done_callback(lambda f: f.cancelled() or f.exception())  # its end is of no interest
             raise DatabaseUnavailable(f"The token database did not answer within {CHECK_TIMEOUT:g} s") from None
 
-    def _in_thread(self, kind: str, object_id: str, caller: keys.Caller) -> None:
+    def _in_thread(self, kind: str, object_id: str, caller: keys.Caller, experiment_id: str | None) -> None:
         with get_engine(self.database_url).begin() as conn:
-            ownership.record_maker(conn, kind, object_id, caller)
+            ownership.record_maker(conn, kind, object_id, caller, experiment_id)
 
 
 def made_id(route: Route, answer: bytes) -> str | None:
@@ -46,3 +47,11 @@ def made_id(route: Route, answer: bytes) -> str | None:
     for name in route.made_id:
         found = found.get(name) if isinstance(found, dict) else None
     return found if isinstance(found, str) and 0 < len(found) <= 64 else None
+
+
+def made_experiment(route: Route, answer: bytes) -> str | None:
+    """The experiment MLflow's answer says the new run or logged model is in."""
+    found = as_mlflow_reads(answer)
+    for name in (*route.made_id[:-1], "experiment_id"):
+        found = found.get(name) if isinstance(found, dict) else None
+    return str(found) if isinstance(found, (str, int)) and 0 < len(str(found)) <= 64 else None

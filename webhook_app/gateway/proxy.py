@@ -11,32 +11,42 @@ small bodies that may carry them are read whole and judged (``scopes.route_of``)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from urllib.parse import unquote
+from urllib.parse import quote, unquote, urlencode
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiDict
 from yarl import URL
 
-import webhook_app.problem_details as problem_details
-from hokusai_mlflow_plugin.auth import keys
+from hokusai_mlflow_plugin.auth import keys, mlflow_objects
 from hokusai_mlflow_plugin.auth.key_check import KeyCheck
 from hokusai_mlflow_plugin.config import redact_url
 from hokusai_mlflow_plugin.core.errors import UNAUTHORIZED, HokusaiError
+from hokusai_mlflow_plugin.db.models import EXPERIMENT as OWNED_EXPERIMENT
 from hokusai_mlflow_plugin.db.models import MADE_RUN
-from webhook_app.gateway.makers import MakerRecord, made_id
+from hokusai_mlflow_plugin.db.models import REGISTERED_MODEL as OWNED_MODEL
+from webhook_app import problem_details
+from webhook_app.gateway.judge import Request, judge
+from webhook_app.gateway.makers import MakerRecord, made_experiment, made_id
+from webhook_app.gateway.owners import Owners
 from webhook_app.gateway.rate_limit import RateLimit
 from webhook_app.gateway.scopes import (
+    ARTIFACT,
+    EXPERIMENT,
+    GET_BY_NAME,
+    READS,
+    REFUSED,
+    REGISTERED_MODEL,
     RUN_MAKER_TAGS,
     VERSION_OUTCOME_TAGS,
+    WRITES,
     Route,
+    access_of,
     as_mlflow_reads,
     refused_tag,
     route_of,
-    scope_of,
 )
 
 _logger = logging.getLogger(__name__)
@@ -59,11 +69,13 @@ class Gateway:
     the rate limit, the record of makers and the settings."""
 
     def __init__(self, internal_uri: str, key_check: KeyCheck, rate_limit: RateLimit, connect_timeout: float,
-                 read_timeout: float, makers: MakerRecord):
+                 read_timeout: float, makers: MakerRecord, owners: Owners):
         self.internal = internal_uri.rstrip("/")
         self.key_check = key_check
         self.rate_limit = rate_limit
         self.makers = makers
+        self.owners = owners
+        self.ownership = False  # whether MLflow's objects are judged by their owners (create_app)
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self.session: aiohttp.ClientSession | None = None
 
@@ -96,33 +108,62 @@ async def forward(request: web.Request) -> web.StreamResponse:
     path = unquote(raw_tail)[1:]
     if any(segment in (".", "..") for segment in path.split("/")):
         return problem(400, "The path has '.' or '..' segments: send the path of the MLflow resource itself.")
+    found = access_of(request.method, path)
+    access, params = found if found is not None else (None, {})
     caller = None
-    scope = scope_of(request.method, path)
+    scope = access.scope if access is not None else keys.READ
     if scope is not None:
         caller = await _authorize(request, gateway, scope)
         if isinstance(caller, web.Response):
             return caller
+    if access is None:
+        # Default deny: a route the gateway has not classified is not served (scopes.access_of).
+        return problem(404, f"{request.method} /{path} is not an MLflow route that the gateway serves.")
+    if access.need == REFUSED:
+        return problem(403, f"{request.method} /{path} is not served through the gateway, to any key.")
     headers = _headers_out(request)
     route = route_of(path) if caller is not None else None
-    if route is None:
-        data = _stream(request, headers)
-    else:
+    judged = gateway.ownership and caller is not None and access.need in (READS, WRITES) and not mlflow_objects.is_admin(caller)
+    renames = path.rstrip("/").endswith("registered-models/rename")
+    records = gateway.ownership and caller is not None and (access.creates is not None or renames)
+    in_body = request.method not in ("GET", "HEAD")
+    query = request.rel_url.raw_query_string
+    payload = None
+    if in_body and (route is not None or records or (judged and _body_names(access, params))):
         data = await _judged_body(request, route, caller, headers)
         if isinstance(data, web.Response):
             return data
-    query = request.rel_url.raw_query_string
+        payload = as_mlflow_reads(data or b"")
+    else:
+        data = _stream(request, headers)
+    if judged:
+        req = Request(payload, MultiDict(request.rel_url.query), params, in_body)
+        refusal = await judge(gateway, caller, access, req)
+        if refusal is not None:
+            return refusal
+        if req.changed_body:
+            payload = req.payload
+            data = json.dumps(payload).encode()
+            headers["Content-Length"] = str(len(data))
+        if req.changed_query:
+            query = urlencode(list(req.query.items()), quote_via=quote)
+    by_name = judged and access.search == GET_BY_NAME
+    if records or by_name:
+        headers["Accept-Encoding"] = "identity"  # the answer is read
     url = URL(gateway.internal + raw_tail + (f"?{query}" if query else ""), encoded=True)
     try:
         upstream = await gateway.session.request(request.method, url, data=data, headers=headers, allow_redirects=False)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return _timed_out()
     except aiohttp.ClientError as e:
         return _unreachable(request, gateway, e)
     try:
         if route is not None and route.makes and request.method == "POST" and upstream.status == 200:
             return await _recorded(request, upstream, gateway, route, caller)
+        if (records or by_name) and upstream.status == 200:
+            return await _owned(request, upstream, gateway, access, caller, payload, renames)
         return await _answer(request, upstream, gateway.internal)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return _timed_out()
     except aiohttp.ClientError as e:
         return _unreachable(request, gateway, e)
@@ -170,7 +211,7 @@ async def _answer(request: web.Request, upstream: aiohttp.ClientResponse, intern
     try:
         async for chunk in upstream.content.iter_chunked(CHUNK):
             await response.write(chunk)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+    except (TimeoutError, aiohttp.ClientError) as e:
         # The status is sent: the one honest answer left is a cut connection, never a short body
         # that looks whole (aiohttp's write_eof on the closed transport sends nothing more).
         _logger.warning("gateway: MLflow's answer to %s %s broke off (%s); the client's connection is closed",
@@ -209,7 +250,7 @@ def _stream(request: web.Request, headers: CIMultiDict):
     return request.content
 
 
-async def _judged_body(request: web.Request, route: Route, caller: keys.Caller, headers: CIMultiDict):
+async def _judged_body(request: web.Request, route: Route | None, caller: keys.Caller, headers: CIMultiDict):
     """The body of a request that ``route`` judges, read whole: the 403 that refuses a write of
     the system's tags (nothing forwarded), else the bytes to send on, a run's creation with the
     key's name as its user."""
@@ -223,6 +264,8 @@ async def _judged_body(request: web.Request, route: Route, caller: keys.Caller, 
             chunks.append(chunk)
         raw = b"".join(chunks)
     payload = as_mlflow_reads(raw)
+    if route is None:
+        return raw if request.body_exists else None
     tag = refused_tag(route, payload, request.rel_url.query.getall("key", []))
     if tag is not None:
         return problem(403, _TAG_REFUSALS[route.protected].format(tag=tag, of=route.of))
@@ -265,7 +308,10 @@ async def _recorded(request: web.Request, upstream: aiohttp.ClientResponse, gate
                         request.method, request.rel_url.path, what)
     else:
         try:
-            await gateway.makers.record(route.makes, object_id, caller)
+            experiment = made_experiment(route, answer)
+            await gateway.makers.record(route.makes, object_id, caller, experiment)
+            if experiment is not None:
+                gateway.owners.learn(route.makes, object_id, experiment)
         except Exception as e:  # noqa: BLE001 - every failure to record is the one answer below
             # The object exists in MLflow, but nobody is credited with it. Passing MLflow's answer on
             # would leave the client training on an object that counts for no token where provenance
@@ -280,6 +326,49 @@ async def _recorded(request: web.Request, upstream: aiohttp.ClientResponse, gate
                            {"Retry-After": problem_details.RETRY_AFTER})
     return web.Response(status=upstream.status, reason=upstream.reason,
                         headers=_headers_back(request, upstream, gateway.internal), body=answer)
+
+
+async def _owned(request: web.Request, upstream: aiohttp.ClientResponse, gateway: Gateway, access, caller: keys.Caller,
+                 payload, renames: bool) -> web.Response:
+    """MLflow's 200 answer to what makes or renames an owned object (its owner recorded first), or
+    to an experiment's read by name (a 404 for one the caller may not see, as for a missing one)."""
+    answer = await upstream.read()
+    body = as_mlflow_reads(answer)
+    body = body if isinstance(body, dict) else {}
+    payload = payload if isinstance(payload, dict) else {}
+    try:
+        if access.creates == EXPERIMENT and body.get("experiment_id"):
+            await gateway.owners.record_owner(OWNED_EXPERIMENT, str(body["experiment_id"]), caller)
+        elif access.creates == REGISTERED_MODEL and isinstance(payload.get("name"), str):
+            await gateway.owners.record_owner(OWNED_MODEL, payload["name"], caller)
+        elif renames and isinstance(payload.get("name"), str) and isinstance(payload.get("new_name"), str):
+            await gateway.owners.rename(OWNED_MODEL, payload["name"], payload["new_name"])
+        elif access.search == GET_BY_NAME:
+            found = (body.get("experiment") or {}).get("experiment_id") if isinstance(body.get("experiment"), dict) else None
+            have = await gateway.owners.right(caller, OWNED_EXPERIMENT, str(found)) if found is not None else mlflow_objects.NONE
+            if have == mlflow_objects.NONE:
+                return refused(mlflow_objects.hidden(OWNED_EXPERIMENT, str(request.rel_url.query.get("experiment_name", ""))))
+    except HokusaiError as e:
+        return refused(e)
+    except Exception as e:  # noqa: BLE001 - the owner could not be written: the client hears it now
+        _logger.error("gateway: the owner of what %s %s made could not be recorded (%s)", request.method,
+                      request.rel_url.path, type(e).__name__)
+        return problem(503, "The object was made in MLflow, but its owner could not be recorded (the token database is "
+                            "unavailable): only an operator can reach it. Try again in a moment with another name.",
+                       {"Retry-After": problem_details.RETRY_AFTER})
+    return web.Response(status=upstream.status, reason=upstream.reason,
+                        headers=_headers_back(request, upstream, gateway.internal), body=answer)
+
+
+def _body_names(access, params: dict) -> bool:
+    """Whether the request's body names what it is judged by (not its path alone)."""
+    if access.search or access.creates or access.default or access.judges_source:
+        return True
+    return any(kind != ARTIFACT and not all(f in params for f in fields) for kind, fields in access.subjects)
+
+
+def refused(error: HokusaiError) -> web.Response:
+    return _refused(error)
 
 
 def _end_to_end(headers, dropped: frozenset) -> CIMultiDict:

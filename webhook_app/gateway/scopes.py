@@ -11,33 +11,12 @@ from hokusai_mlflow_plugin.auth.keys import ADMIN, READ, REGISTER
 from hokusai_mlflow_plugin.core import tags
 from hokusai_mlflow_plugin.db.models import MADE_LOGGED_MODEL, MADE_RUN
 
-PUBLIC = {"health", "version"}  # what a load balancer or `mlflow` asks before it has a key
-# MLflow 3's POST endpoints that only read (its searches), listed exactly: a rule on words in the
-# path let POSTs through whose paths callers choose (artifact names, endpoint and server names).
-_READ_POSTS = (
-    "2.0/mlflow/experiments/search", "2.0/mlflow/experiments/search-datasets", "2.0/mlflow/runs/search",
-    "2.0/mlflow/logged-models/search", "2.0/mlflow/registered-models/get-latest-versions",
-    "3.0/mlflow/traces/search", "3.0/mlflow/traces/batchGetInfos", "3.0/mlflow/datasets/search",
-    "3.0/mlflow/issues/search", "3.0/mlflow/prompt-optimization/jobs/search",
-)
-READ_POSTS = frozenset(f"{prefix}/{path}" for prefix in ("api", "ajax-api") for path in _READ_POSTS)
-
 
 def scope_of(method: str, path: str) -> str | None:
-    """``read`` for reads and searches, ``admin`` for webhooks and deleting registered models,
-    ``register`` for every other write; None for public paths."""
-    path = path.strip("/")
-    if path in PUBLIC:
-        return None
-    if "/mlflow/webhooks" in f"/{path}" or path.endswith("registered-models/delete"):
-        return ADMIN
-    if path.rpartition("/")[2] == "graphql":  # it has mutations, and takes them by GET as well
-        return REGISTER
-    if method in ("GET", "HEAD", "OPTIONS"):
-        return READ
-    if method == "POST" and path in READ_POSTS:
-        return READ
-    return REGISTER
+    """The scope a request needs: its route's (``access_of``); None for public paths, ``read`` for
+    a route the gateway does not know (it is refused once the key is checked)."""
+    found = access_of(method, path)
+    return found[0].scope if found is not None else READ
 
 
 # -- paths the gateway does more on than forward ---------------------------------------------------
@@ -148,6 +127,7 @@ class Access:
     search: str | None = None  # a search, narrowed to what the caller may read
     creates: str | None = None  # an experiment or registered model: its owner is recorded
     default: bool = False  # its experiment_id 0 (or none) means the caller's own default experiment
+    judges_source: bool = False  # a version's creation: its source must be readable by its creator
 
     @property
     def scope(self) -> str | None:
@@ -230,7 +210,7 @@ _API = {
     ("GET", "2.0/mlflow/registered-models/alias"): _a(READS, _RM),
     ("POST", "2.0/mlflow/registered-models/alias"): _a(WRITES, _RM),
     ("DELETE", "2.0/mlflow/registered-models/alias"): _a(WRITES, _RM),
-    ("POST", "2.0/mlflow/model-versions/create"): _a(WRITES, _RM),  # its source is judged too (owners.sources)
+    ("POST", "2.0/mlflow/model-versions/create"): _a(WRITES, _RM, judges_source=True),
     ("DELETE", "2.0/mlflow/model-versions/delete"): _a(WRITES, _RM),
     ("DELETE", "2.0/mlflow/model-versions/delete-tag"): _a(WRITES, _RM),
     ("POST", "2.0/mlflow/model-versions/set-tag"): _a(WRITES, _RM),
