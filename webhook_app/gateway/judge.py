@@ -4,7 +4,7 @@ is found where MLflow reads it (``scopes.Access``) and asked about (``owners`` -
 in MLflow's Default experiment goes to the caller's own default experiment.
 
 ``await judge(...)`` returns None (go on: ``payload`` and ``query`` may have been narrowed), or the
-answer that ends the request: a refusal, or a search's empty page when nothing is visible."""
+answer that ends the request: a refusal (a ``HokusaiError``), or a search's empty page when nothing is visible."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class Request:
         return [str(v) for v in found]
 
 
-async def judge(gateway, caller: keys.Caller, access: Access, req: Request) -> web.Response | None:
+async def judge(gateway, caller: keys.Caller, access: Access, req: Request) -> web.Response | HokusaiError | None:
     owners = gateway.owners
     need = objects.EDIT if access.need == scopes.WRITES else objects.READ
     try:
@@ -88,9 +88,7 @@ async def judge(gateway, caller: keys.Caller, access: Access, req: Request) -> w
         if access.search:
             return await _narrow(owners, caller, access.search, req)
     except HokusaiError as e:
-        from webhook_app.gateway.proxy import refused
-
-        return refused(e)
+        return e  # the proxy answers it as a problem
     return None
 
 

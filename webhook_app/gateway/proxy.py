@@ -139,6 +139,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
     if judged:
         req = Request(payload, MultiDict(request.rel_url.query), params, in_body)
         refusal = await judge(gateway, caller, access, req)
+        if isinstance(refusal, HokusaiError):
+            return _refused(refusal)
         if refusal is not None:
             return refusal
         if req.changed_body:
