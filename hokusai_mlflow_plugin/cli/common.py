@@ -167,7 +167,7 @@ def number_text(value) -> str:
 
 
 def token_line(t) -> str:
-    """One token on one line: id, status, its bar, and the model it took."""
+    """One token on one line: id, status, its bar, the model it took, and where it serves."""
     from hokusai_mlflow_plugin.core.metrics import get_metric
 
     m = get_metric(t.metric_name) if t.metric_name else None
@@ -176,7 +176,8 @@ def token_line(t) -> str:
     else:
         bar = t.metric_name or "-"
     where = f"  {t.model_name} v{t.model_version} ({t.metric_name} {t.metric_value:g})" if t.model_name else ""
-    return f"{t.token_id:<20} {t.status:<11} {bar}{where}"
+    serving = f"  serving at {t.deployment_target}" if getattr(t, "deployment_target", None) else ""
+    return f"{t.token_id:<20} {t.status:<11} {bar}{where}{serving}"
 
 
 def table(headers, rows) -> str:

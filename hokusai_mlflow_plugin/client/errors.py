@@ -44,10 +44,15 @@ class EventNotFound(NotFound):
     pass
 
 
-class TokenNotDraft(ApiError):
-    """The token's state forbids it (409): registered already, or exists already."""
+class TokenConflict(ApiError):
+    """The token's state forbids it (409): a version that is not the token's registered one, a
+    draft or archived token to deploy, a token deployed elsewhere already."""
 
     kind = CONFLICT
+
+
+class TokenNotDraft(TokenConflict):
+    """A register the token's state forbids (409): registered already, or exists already."""
 
 
 class ValidationFailed(ApiError):
@@ -64,8 +69,9 @@ class ApiUnavailable(ApiError, Unavailable):
     """503, still after the retries: the API's database or MLflow is down. Try again later."""
 
 
-def error_for(status: int, problem: dict, not_found: type[NotFound] = NotFound) -> ApiError:
+def error_for(status: int, problem: dict, not_found: type[NotFound] = NotFound,
+              conflict: type[TokenConflict] = TokenNotDraft) -> ApiError:
     detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"
-    kind = {401: Unauthorized, 403: Forbidden, 404: not_found, 409: TokenNotDraft, 422: ValidationFailed,
+    kind = {401: Unauthorized, 403: Forbidden, 404: not_found, 409: conflict, 422: ValidationFailed,
             503: ApiUnavailable}.get(status, ApiError)
     return kind(detail, status, problem)

@@ -9,7 +9,16 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from hokusai_mlflow_plugin.client.errors import ApiError, ApiUnavailable, EventNotFound, NotFound, TokenNotFound, error_for
+from hokusai_mlflow_plugin.client.errors import (
+    ApiError,
+    ApiUnavailable,
+    EventNotFound,
+    NotFound,
+    TokenConflict,
+    TokenNotDraft,
+    TokenNotFound,
+    error_for,
+)
 
 
 def _seg(value: str) -> str:
@@ -55,6 +64,31 @@ class HokusaiClient:
                      owner: str | None = None) -> dict:
         body = {"token_id": token_id, "metric": metric, "baseline": baseline, "owner": owner}
         return self._call("POST", "/tokens", json={k: v for k, v in body.items() if v is not None})
+
+    # -- the token's life after its registration --------------------------------------------------
+
+    def deploy(self, token_id: str, model_name: str, version: str | int, target: str) -> dict:
+        """Say that the token's registered version serves at ``target`` (a ``deploy`` key): the
+        token, ``deployed``, with ``alias_set`` (whether MLflow shows ``target`` as the version's
+        alias). The same call again changes nothing and answers the same."""
+        body = {"model_name": model_name, "version": str(version), "target": target}
+        return self._call("POST", f"/tokens/{_seg(token_id)}/deployments", json=body, not_found=TokenNotFound,
+                          conflict=TokenConflict)
+
+    def undeploy(self, token_id: str) -> dict:
+        """End the token's deployment (a ``deploy`` key): the token, back to ``registered``."""
+        return self._call("DELETE", f"/tokens/{_seg(token_id)}/deployments", not_found=TokenNotFound,
+                          conflict=TokenConflict)
+
+    def archive(self, token_id: str, reason: str | None = None) -> dict:
+        """Archive the token for good (its owner or an admin): the token, ``archived``."""
+        return self._call("POST", f"/tokens/{_seg(token_id)}/archive", json={"reason": reason} if reason else {},
+                          not_found=TokenNotFound, conflict=TokenConflict)
+
+    def history(self, token_id: str) -> list[dict]:
+        """Every status change of the token, oldest first: ``from``, ``to``, ``at``, ``actor``,
+        ``reason``, ``model_name``, ``model_version``, ``target``."""
+        return self._call("GET", f"/tokens/{_seg(token_id)}/history", not_found=TokenNotFound)["items"]
 
     # -- ownership (admin keys) ----------------------------------------------------------------------
 
@@ -134,7 +168,8 @@ class HokusaiClient:
                 return
             page = self._call("GET", page["next"], absolute=True)
 
-    def _call(self, method: str, path: str, *, absolute: bool = False, not_found: type[NotFound] = NotFound, **kwargs):
+    def _call(self, method: str, path: str, *, absolute: bool = False, not_found: type[NotFound] = NotFound,
+              conflict: type[TokenConflict] = TokenNotDraft, **kwargs):
         url = urljoin(self.url + "/", path.lstrip("/")) if absolute else f"{self.url}/api/v1{path}"
         try:
             response = self._session.request(method, url, timeout=self.timeout, **kwargs)
@@ -149,7 +184,7 @@ class HokusaiClient:
         if not isinstance(problem, dict) or "detail" not in problem:
             raise ApiError(f"The Hokusai API at {self.url} answered HTTP {response.status_code}, not the API's JSON: "
                            "check HOKUSAI_API_URL.", response.status_code)
-        raise error_for(response.status_code, problem, not_found)
+        raise error_for(response.status_code, problem, not_found, conflict)
 
     def close(self) -> None:
         self._session.close()

@@ -185,8 +185,21 @@ def _owns(session: Session, caller: Caller, token: Token) -> bool:
     return owner is not None and owner.kind == TEAM and session.get(TeamMember, (owner.id, caller.user_id)) is not None
 
 
+# The CLI on the database holds no key: its operator has the database's credentials, which reach
+# everything anyway. It acts as an admin, and the history names the OS user who ran it.
+COMMAND_LINE = "cli"
+
+
+def operator(os_user: str) -> Caller:
+    """The caller of the CLI on the database: an admin, named by the OS user running it."""
+    return Caller(COMMAND_LINE, (os_user or "unknown user").strip()[:100], ("admin",))
+
+
 def actor_of(session: Session, caller: Caller) -> str:
-    """Who acted, for the history: the key's user, or the key's name for an operator's key."""
+    """Who acted, for the history: the key's user, the key's name for an operator's key, or the
+    OS user of the CLI on the database."""
+    if caller.key_id == COMMAND_LINE and caller.user_id is None:
+        return f"{caller.name} (command line)"
     user = session.get(Principal, caller.user_id) if caller.user_id is not None else None
     return user.name if user is not None else f"key {caller.name}"
 

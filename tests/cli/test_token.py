@@ -304,3 +304,96 @@ def test_list_and_show_ask_the_api_when_it_is_configured(cli, monkeypatch):
     shown = cli.json("token", "show", "LEGACY")
     assert (shown["owner"], shown["owner_kind"]) == ("vision", "team") and "registrations" not in shown
     assert cli.ok("token", "show", "LEGACY").output.splitlines()[1:] == ["owner: team 'vision'", "grants: user 'bob' read"]
+
+
+# -- the token's life after its registration -------------------------------------------------------
+
+
+def registered(database_url: str, token_id: str, model_name: str = "xray-model", version: str = "3") -> None:
+    """Token ``token_id`` as a registration leaves it: registered, with its version and its
+    registration row (no MLflow here)."""
+    from hokusai_mlflow_plugin.db.models import Registration, Token, utcnow
+    from hokusai_mlflow_plugin.db.session import session_factory
+
+    with session_factory(database_url).begin() as s:
+        s.add(Token(token_id=token_id, status="registered", metric_name="auroc", baseline_value=0.8, metric_value=0.9,
+                    model_name=model_name, model_version=version, mlflow_run_id="r" * 32))
+        s.add(Registration(model_name=model_name, model_version=version, token_id=token_id, outcome="registered",
+                           reason="auroc 0.9 meets the baseline 0.8", metric_name="auroc", metric_value=0.9,
+                           baseline_value=0.8, mlflow_run_id="r" * 32, created_at=utcnow()))
+
+
+def test_archive_and_history_on_the_database_name_the_os_user(cli, monkeypatch):
+    monkeypatch.setenv("USER", "ops-jane")  # getpass reads LOGNAME first
+    monkeypatch.setenv("LOGNAME", "ops-jane")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    registered(cli.database_url, "XRAY")
+    cli.ok("token", "create", "DRAFTY")
+    assert cli.ok("token", "history", "DRAFTY").output.strip() == "Token DRAFTY has not changed status yet: it is a draft."
+
+    # deploying needs MLflow (the version's alias): without it nothing changes
+    message = cli.error("token", "deploy", "XRAY", "--model", "xray-model", "--version", "3", "--target", "production")
+    assert "MLFLOW_TRACKING_URI is not set" in message
+    assert cli.json("token", "show", "XRAY")["status"] == "registered"
+    assert cli.error("token", "undeploy", "DRAFTY") == (
+        "Error: Token 'DRAFTY' is draft, not deployed: there is no deployment to end.")
+    assert cli.ok("token", "undeploy", "XRAY").output.strip() == "XRAY is not deployed: nothing changed."
+
+    # archiving a token that does not serve needs no MLflow
+    archived = cli.ok("token", "archive", "xray", "--reason", "superseded by XRAY-2").output.strip()
+    assert archived == ("Token XRAY is archived (it was registered): it takes no model from now on; "
+                        "make a new token for a new model.")
+    assert cli.ok("token", "archive", "XRAY").output.strip() == "XRAY is archived already: nothing changed."
+    assert cli.json("token", "archive", "XRAY")["status"] == "archived"
+    assert "archived" in cli.ok("token", "list", "--status", "archived").output
+    message = cli.error("token", "deploy", "XRAY", "--model", "xray-model", "--version", "3", "--target", "production")
+    assert "is archived: an archived token is never deployed nor un-archived; make a new token instead" in message
+
+    history = cli.json("token", "history", "XRAY")
+    assert [(h["from"], h["to"], h["actor"]) for h in history] == [
+        ("draft", "registered", "mlflow"), ("registered", "archived", "ops-jane (command line)")]
+    assert (history[1]["reason"], history[1]["model_version"], history[1]["key_id"]) == ("superseded by XRAY-2", "3", "cli")
+    lines = cli.ok("token", "history", "XRAY").output.splitlines()
+    assert lines[0].split() == ["WHEN", "CHANGE", "WHO", "VERSION", "TARGET", "WHY"]
+    assert "draft -> registered" in lines[1] and "xray-model v3" in lines[1]
+    assert "registered -> archived" in lines[2] and "ops-jane (command line)" in lines[2] and lines[2].endswith("superseded by XRAY-2")
+    assert cli.error("token", "history", "NOPE") == "Error: Unknown token 'NOPE': create it with 'hokusai token create NOPE'."
+
+
+def test_deploy_undeploy_archive_on_the_database_move_the_alias_in_mlflow(pg_stack, token_id, unique_name, monkeypatch):
+    """The operator's CLI on the live stack's database: the alias follows, each event is written
+    once, and the relay is left to find them."""
+    from tests.mlflow_helpers import train_and_register
+
+    pg_stack.create_token(token_id, "auroc", 0.8)
+    monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
+    _, version = train_and_register(unique_name, {"auroc": 0.9})
+    assert pg_stack.wait_decided(unique_name, version).outcome == "registered"
+    monkeypatch.delenv("HOKUSAI_TOKEN_ID")
+    cli, version = Cli(pg_stack.db_url), str(version)
+    deploy = ("token", "deploy", token_id, "--model", unique_name, "--version", version, "--target", "production")
+
+    assert cli.ok(*deploy).output.strip() == f"Token {token_id} is deployed: {unique_name} v{version} serves at production."
+    assert str(pg_stack.client.get_model_version_by_alias(unique_name, "production").version) == version
+    assert cli.ok(*deploy).output.strip() == f"{token_id} is deployed to production already: nothing changed."
+    shown = cli.json(*deploy)
+    assert (shown["status"], shown["deployment_target"], shown["alias_set"]) == ("deployed", "production", True)
+    assert cli.ok("token", "show", token_id).output.splitlines()[0].endswith("serving at production")
+    assert len(pg_stack.events(token_id, "token_deployed")) == 1
+    other = cli.error("token", "deploy", token_id, "--model", unique_name, "--version", "99", "--target", "production")
+    assert f"its registered version is '{unique_name}' version {version}" in other
+    elsewhere = cli.error("token", "deploy", token_id, "--model", unique_name, "--version", version, "--target", "staging")
+    assert "is deployed to 'production' already: undeploy it before deploying it to 'staging'" in elsewhere
+    bad = cli.error("token", "deploy", token_id, "--model", unique_name, "--version", version, "--target", "latest")
+    assert "'latest' is not a deployment target" in bad
+
+    undone = cli.ok("token", "undeploy", token_id).output.strip()
+    assert undone == f"Token {token_id} is registered again: {unique_name} v{version} no longer serves at production."
+    assert "production" not in pg_stack.client.get_registered_model(unique_name).aliases
+    cli.ok(*deploy)
+    assert cli.json("token", "archive", token_id, "--reason", "retired")["status"] == "archived"
+    assert "production" not in pg_stack.client.get_registered_model(unique_name).aliases  # archiving ends the deployment
+    assert [(h["to"], h["target"]) for h in cli.json("token", "history", token_id)] == [
+        ("registered", None), ("deployed", "production"), ("registered", "production"), ("deployed", "production"),
+        ("archived", None)]
+    assert [len(pg_stack.events(token_id, t)) for t in ("token_deployed", "token_undeployed", "token_archived")] == [2, 1, 1]
