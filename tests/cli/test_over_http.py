@@ -121,3 +121,58 @@ def test_token_list_unowned_and_show_owner_over_http(http_cli, pg_stack, token_i
     shown = json.loads(http_cli("token", "show", token_id, "--json").output)
     assert (shown["owner"], shown["owner_kind"], shown.get("grants")) == (owner, "user", [])
     assert f"owner: user '{owner}'" in http_cli("token", "show", token_id).output
+
+
+def test_deploy_undeploy_archive_history_over_http(pg_stack, tmp_path, monkeypatch, token_id, unique_name):
+    """A deploy key of the token's owner: the server moves the alias and writes the history with
+    the key's user; the CLI says when the same call changed nothing. (No gateway here: the model
+    is logged to MLflow directly and registered through the API.)"""
+    import mlflow
+
+    from hokusai_mlflow_plugin.client import HokusaiClient
+    from tests.mlflow_helpers import log_model
+
+    monkeypatch.delenv("HOKUSAI_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HOKUSAI_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("HOKUSAI_API_URL", pg_stack.receiver.url)
+    owner = f"u-{token_id.lower()}"
+    pg_stack.create_token(token_id, "auroc", 0.8, owner=owner)
+    with pg_stack.sessions.begin() as s:
+        from hokusai_mlflow_plugin.auth import keys
+
+        register_key = keys.create(s, "laptop", ("register",), user=owner).key
+        monkeypatch.setenv("HOKUSAI_API_KEY", keys.create(s, "pipeline", ("deploy",), user=owner).key)
+    with mlflow.start_run():
+        mlflow.log_metric("auroc", 0.9)
+        uri = f"models:/{log_model().model_id}"
+    version = HokusaiClient(pg_stack.receiver.url, register_key).register(token_id, uri, model_name=unique_name)["model_version"]
+    runner = CliRunner()
+
+    def run(*args, code=0):
+        result = runner.invoke(main, [str(a) for a in args])
+        assert result.exit_code == code, result.output
+        assert "Traceback" not in result.output
+        return result.output.strip()
+
+    deploy = ("token", "deploy", token_id, "--model", unique_name, "--version", version, "--target", "canary")
+    assert run(*deploy) == f"Token {token_id} is deployed: {unique_name} v{version} serves at canary."
+    assert run(*deploy) == f"{token_id} is deployed to canary already: nothing changed."
+    assert json.loads(run(*deploy, "--json"))["alias_set"] is True
+    assert str(pg_stack.client.get_model_version_by_alias(unique_name, "canary").version) == version
+    assert f"its registered version is '{unique_name}' version {version}" in run(
+        "token", "deploy", token_id, "--model", unique_name, "--version", "99", "--target", "canary", code=1)
+    assert run("token", "undeploy", token_id) == (
+        f"Token {token_id} is registered again: {unique_name} v{version} no longer serves at canary.")
+    assert run("token", "undeploy", token_id) == f"{token_id} is not deployed: nothing changed."
+    assert "canary" not in pg_stack.client.get_registered_model(unique_name).aliases
+    assert run("token", "archive", token_id, "--reason", "replaced") == (
+        f"Token {token_id} is archived (it was registered): it takes no model from now on; make a new token for a new model.")
+    assert run("token", "archive", token_id) == f"{token_id} is archived already: nothing changed."
+
+    history = json.loads(run("token", "history", token_id, "--json"))
+    assert [(h["to"], h["actor"]) for h in history] == [
+        ("registered", "mlflow"), ("deployed", owner), ("registered", owner), ("archived", owner)]
+    text = run("token", "history", token_id).splitlines()
+    assert len(text) == 5 and "deployed -> registered" in text[3] and "canary" in text[3] and text[4].endswith("replaced")
+    assert f"Unknown token 'NOPE-{token_id}'" in run("token", "history", f"nope-{token_id}", code=1)
+    assert [len(pg_stack.events(token_id, t)) for t in ("token_deployed", "token_undeployed", "token_archived")] == [1, 1, 1]

@@ -18,6 +18,7 @@ from hokusai_mlflow_plugin.client import (
     EventNotFound,
     Forbidden,
     HokusaiClient,
+    TokenConflict,
     TokenNotDraft,
     TokenNotFound,
     Unauthorized,
@@ -54,6 +55,56 @@ def test_register_registered_rejected_and_unknown(hokusai, token_id):
     with pytest.raises(ValidationFailed) as e:
         hokusai.register(token_id, "file:///tmp/model")
     assert e.value.errors[0]["field"] == "model_uri"
+
+
+def test_a_tokens_life_register_deploy_history_archive(pg_stack, token_id, unique_name):
+    """Alice owns the token and registers with her key; her teammate's pipeline deploys with a
+    ``deploy`` key; a stranger's deploy key does not find it."""
+    from hokusai_mlflow_plugin.auth import keys, principals
+    from hokusai_mlflow_plugin.db.models import TEAM, USER
+
+    x = token_id.lower()
+    with pg_stack.sessions.begin() as s:
+        for who in ("alice", "ci", "mallory"):
+            principals.create(s, f"{who}-{x}", USER)
+        principals.create(s, f"vision-{x}", TEAM)
+        principals.add_member(s, f"vision-{x}", f"alice-{x}")
+        principals.add_member(s, f"vision-{x}", f"ci-{x}")
+        made = {who: keys.create(s, who, scopes, user=f"{who}-{x}").key
+                for who, scopes in (("alice", ("register",)), ("ci", ("deploy",)), ("mallory", ("deploy",)))}
+    alice, ci, mallory = (HokusaiClient(pg_stack.receiver.url, made[who]) for who in ("alice", "ci", "mallory"))
+    pg_stack.create_token(token_id, "auroc", 0.8, owner=f"vision-{x}")
+
+    version = alice.register(token_id, logged(0.9), model_name=unique_name)["model_version"]
+    with pytest.raises(Forbidden, match="'deploy'"):
+        alice.deploy(token_id, unique_name, version, "production")
+    with pytest.raises(TokenNotFound, match=f"Unknown token '{token_id}'"):
+        mallory.deploy(token_id, unique_name, version, "production")
+    deployed = ci.deploy(token_id, unique_name, int(version), "production")
+    assert (deployed["status"], deployed["deployment_target"], deployed["alias_set"]) == ("deployed", "production", True)
+    assert ci.deploy(token_id, unique_name, version, "production")["status"] == "deployed"  # the same call: no-op
+    with pytest.raises(TokenConflict, match=f"its registered version is '{unique_name}' version {version}") as e:
+        ci.deploy(token_id, unique_name, "99", "production")
+    assert not isinstance(e.value, TokenNotDraft)
+    with pytest.raises(ValidationFailed):
+        ci.deploy(token_id, unique_name, version, "no spaces")
+
+    assert ci.undeploy(token_id)["status"] == "registered"
+    archived = alice.archive(token_id, reason="superseded")
+    assert (archived["status"], archived["deployment_target"]) == ("archived", None)
+    assert alice.archive(token_id)["status"] == "archived"
+    with pytest.raises(TokenConflict, match="never deployed nor un-archived"):
+        ci.deploy(token_id, unique_name, version, "production")
+
+    history = alice.history(token_id)
+    assert [(h["from"], h["to"], h["actor"]) for h in history] == [
+        ("draft", "registered", "mlflow"), ("registered", "deployed", f"ci-{x}"), ("deployed", "registered", f"ci-{x}"),
+        ("registered", "archived", f"alice-{x}")]
+    assert (history[1]["target"], history[1]["model_version"], history[3]["reason"]) == ("production", version, "superseded")
+    with pytest.raises(TokenNotFound):
+        mallory.history(token_id)
+    for client in (alice, ci, mallory):
+        client.close()
 
 
 def test_lists_follow_every_page_and_errors_are_typed(hokusai, pg_stack):
