@@ -359,6 +359,64 @@ def test_redeliver_all_dead_asks_for_confirmation_then_sends_them(pg_stack, brow
         console.close()
 
 
+def test_the_token_page_tells_its_history_as_a_timeline_and_deployed_tokens_show_their_target(pg_stack, console):
+    """Two tokens of one team through the lifecycle's own functions: one registered, deployed,
+    undeployed and archived with a reason; the other deployed to production. The owner reads the
+    timeline oldest first, the list and the page name the target, the overview counts both."""
+    from hokusai_mlflow_plugin.auth.keys import Caller
+    from hokusai_mlflow_plugin.registration import lifecycle
+
+    x = uuid.uuid4().hex[:6]
+    old, new, model = f"LIFE-OLD-{x.upper()}", f"LIFE-NEW-{x.upper()}", f"churn-{x}"
+    with pg_stack.sessions.begin() as s:
+        alice, ci = principals.create(s, f"alice-{x}", USER), principals.create(s, f"ci-bot-{x}", USER)
+        team = principals.create(s, f"growth-{x}", TEAM)
+        principals.add_member(s, team.name, alice.name)
+        principals.add_member(s, team.name, ci.name)
+        for token_id, version in ((old, "1"), (new, "2")):
+            s.add(Token(token_id=token_id, status="registered", metric_name="auroc", baseline_value=0.8, owner=team,
+                        model_name=model, model_version=version, metric_value=0.9, mlflow_run_id="r" * 32))
+            s.add(Registration(model_name=model, model_version=version, token_id=token_id, outcome="registered",
+                               reason="auroc 0.9 meets the baseline 0.8", metric_name="auroc", metric_value=0.9,
+                               baseline_value=0.8, created_at=utcnow()))
+        key = keys.create(s, f"alice-laptop-{x}", ("read",), user=alice.name).key
+    pipeline = Caller("c1b0c1b0", "ci", ("deploy",), user_id=ci.id)
+    owner = Caller("a11ce000", "alice", ("register",), user_id=alice.id)
+    for step in (lambda s: lifecycle.deploy(s, pipeline, old, model, "1", "production"),
+                 lambda s: lifecycle.undeploy(s, pipeline, old),
+                 lambda s: lifecycle.deploy(s, pipeline, new, model, "2", "production"),
+                 lambda s: lifecycle.archive(s, owner, old, "Superseded by the retrained model in " + new)):
+        with pg_stack.sessions.begin() as s:
+            assert step(s).moved
+
+    console.sign_in(key)
+    assert stats(console, "Tokens") == {"Draft": "0", "Registered": "0", "Deployed": "1", "Archived": "1"}
+    console.page.get_by_role("region", name="Tokens").get_by_role("link", name="1").first.click()
+    expect(console.page.get_by_role("row").filter(has_text=new).get_by_role("cell", name="deployed to production")).to_be_visible()
+    expect(console.page.get_by_role("link", name=old)).to_have_count(0)  # the filter was deployed
+
+    console.open(f"/console/tokens/{new}")
+    expect(heading(console, f"Token {new} deployed")).to_be_visible()
+    facts = console.page.get_by_role("definition")
+    expect(facts.filter(has_text="production (the version's alias in MLflow)")).to_be_visible()
+
+    console.open(f"/console/tokens/{old}")
+    expect(heading(console, f"Token {old} archived")).to_be_visible()
+    timeline = console.page.get_by_role("list", name="History")
+    steps = timeline.get_by_role("listitem")
+    expect(steps).to_have_count(4)
+    assert [steps.nth(i).get_by_role("heading").inner_text() for i in range(4)] == [
+        "Registered", "Deployed to production", "Undeployed from production", "Archived"]  # oldest first
+    expect(steps.nth(0)).to_contain_text("draft → registered")
+    expect(steps.nth(0)).to_contain_text("by mlflow")
+    for i, text in ((1, "registered → deployed"), (1, f"by ci-bot-{x}"), (2, f"by ci-bot-{x}"), (3, f"by alice-{x}")):
+        expect(steps.nth(i)).to_contain_text(text)
+    expect(steps.nth(1).get_by_role("link", name=f"{model} v1")).to_be_visible()
+    expect(steps.nth(3).get_by_text(f"Superseded by the retrained model in {new}")).to_be_visible()
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", steps.nth(2).inner_text())
+    console.shot("token-history")
+
+
 # -- scopes and CSRF ---------------------------------------------------------------------------------
 
 

@@ -17,14 +17,14 @@ from hokusai_mlflow_plugin.core.metrics import get_metric
 from hokusai_mlflow_plugin.db.models import DELIVERY_STATES, TOKEN_STATUSES, Principal, utcnow
 from hokusai_mlflow_plugin.events import heartbeat, outbox
 from hokusai_mlflow_plugin.operations import overview as ops
-from hokusai_mlflow_plugin.registration import reconcile, tokens
+from hokusai_mlflow_plugin.registration import lifecycle, reconcile, tokens
 from hokusai_mlflow_plugin.registration.records import MODEL_REGISTERED, TOKEN_READY
 from webhook_app.console.chart import hourly
 from webhook_app.access import FILTERED, OBJECT
 from webhook_app.console.blueprint import bp
 from webhook_app.console.signin import needs
 
-EVENT_TYPES = (TOKEN_READY, MODEL_REGISTERED)
+EVENT_TYPES = (TOKEN_READY, MODEL_REGISTERED, lifecycle.TOKEN_DEPLOYED, lifecycle.TOKEN_UNDEPLOYED, lifecycle.TOKEN_ARCHIVED)
 PAGE = 50
 SLOW_PENDING_SECONDS = 300  # the oldest undelivered event has waited this long: something is wrong
 
@@ -80,9 +80,11 @@ def token_detail(token_id: str):
         registrations = [r.to_dict() for r in found]
         events, more_events = outbox.page_events(s, token_id=token["token_id"], limit=20, caller=g.caller)
         shared = tokens.grants(s, token["token_id"])
+        history = lifecycle.history(s, g.caller, token["token_id"])  # oldest first: read as a story
     return render_template(
         "console/token.html", token=token, sign=_sign(token["metric_name"]), registrations=registrations,
-        next_cursor=next_cursor, events=events, more_events=more_events, grants=shared, version_url=_version_url,
+        next_cursor=next_cursor, events=events, more_events=more_events, grants=shared, history=history,
+        version_url=_version_url,
     )
 
 
