@@ -30,7 +30,7 @@ from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, USER, ApiKey, utcnow
 READ, REGISTER, DEPLOY, ADMIN = "read", "register", "deploy", "admin"
 SCOPES = (READ, REGISTER, DEPLOY, ADMIN)  # each includes the ones before it
 PREFIX = "hk_"
-_KEY = re.compile(r"hk_([0-9a-f]{8})_([A-Za-z0-9_-]{43,128})")
+KEY_RE = re.compile(r"hk_([0-9a-f]{8})_([A-Za-z0-9_-]{43,128})")
 LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per key
 
 
@@ -176,7 +176,7 @@ def split(key: str | None) -> tuple[str, str]:
     malformed key."""
     if not key:
         raise NotAuthenticated("An API key is required: send 'Authorization: Bearer hk_...'.")
-    match = _KEY.fullmatch(key.strip())
+    match = KEY_RE.fullmatch(key.strip())
     if match is None:
         raise NotAuthenticated("The API key is malformed: it has the form hk_<key id>_<secret>.")
     return match.group(1), match.group(2)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from hokusai_mlflow_plugin.core.errors import CONFLICT, INVALID, NOT_FOUND, HokusaiError
 from hokusai_mlflow_plugin.db.models import TEAM, USER, Principal, TeamMember, iso
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 NAME_FORM = "1 to 128 characters from A-Z, a-z, 0-9, '.', '_', '@' and '-', starting with a letter or digit"
 
 
@@ -23,7 +23,7 @@ class PrincipalError(HokusaiError):
 
 def check_name(name: str, kind: str) -> str:
     name = (name or "").strip()
-    if not _NAME.fullmatch(name):
+    if not NAME_RE.fullmatch(name):
         raise PrincipalError(f"{name!r} is not a {kind} name: use {NAME_FORM}.", INVALID)
     return name
 

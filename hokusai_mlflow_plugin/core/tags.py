@@ -25,7 +25,7 @@ ENV_TOKEN_ID = "HOKUSAI_TOKEN_ID"
 ENV_METRIC = "HOKUSAI_METRIC"
 ENV_BASELINE = "HOKUSAI_BASELINE"
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 TOKEN_ID_FORM = "1 to 64 characters from A-Z, a-z, 0-9, '_' and '-' (stored upper case)"
 BASELINE_FORM = "a finite number, such as 0.82"
@@ -35,7 +35,7 @@ METRIC_FORM = f"one of {SUPPORTED}"
 def normalize_token_id(value: str) -> str | None:
     """Return the token id as the Hokusai platform stores it (stripped, upper case), or None."""
     token = value.strip()
-    if not _TOKEN_RE.fullmatch(token):
+    if not TOKEN_RE.fullmatch(token):
         return None
     return token.upper()
 

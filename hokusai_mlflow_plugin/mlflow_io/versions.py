@@ -10,20 +10,20 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
 
-from hokusai_mlflow_plugin.core.errors import BadOption
+from hokusai_mlflow_plugin.core.errors import NOT_FOUND, BadOption
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call, translated
 
-_RUNS = re.compile(r"runs:/([0-9a-f]{32})/(.+)")
-_MODELS = re.compile(r"models:/(m-[0-9a-f]{32})")
+RUNS_URI = re.compile(r"runs:/([0-9a-f]{32})/(.+)")
+MODELS_URI = re.compile(r"models:/(m-[0-9a-f]{32})")
 URI_FORM = "runs:/<run id>/<artifact path> or models:/m-<model id>"
 _EXISTS = {ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)}
 
 
 class BadModelUri(BadOption):
-    """A model URI that is not one of the forms, or names nothing in MLflow (422)."""
+    """A model URI that is not one of the forms (422), or names nothing in MLflow (``NOT_FOUND``: 404)."""
 
-    def __init__(self, message: str):
-        super().__init__("model_uri", message)
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__("model_uri", message, kind)
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,9 @@ class Source:
 def parse_model_uri(uri: str) -> tuple[str, str, str | None]:
     """``("runs", run_id, path)`` or ``("models", model_id, None)``; ``BadModelUri`` otherwise."""
     uri = (uri or "").strip()
-    if match := _RUNS.fullmatch(uri):
+    if match := RUNS_URI.fullmatch(uri):
         return "runs", match.group(1), match.group(2).strip("/")
-    if match := _MODELS.fullmatch(uri):
+    if match := MODELS_URI.fullmatch(uri):
         return "models", match.group(1), None
     raise BadModelUri(f"model_uri {uri!r} is not a logged model's URI: use {URI_FORM}.")
 
@@ -52,7 +52,8 @@ def resolve(client, uri: str) -> Source:
             return Source(f"models:/{ident}", logged.source_run_id, ident)
         run = call(client.get_run, ident)
     except MlflowNotFound:
-        raise BadModelUri(f"MLflow has no {'LoggedModel' if kind == 'models' else 'run'} '{ident}' (model_uri {uri!r}).") from None
+        raise BadModelUri(f"MLflow has no {'LoggedModel' if kind == 'models' else 'run'} '{ident}' (model_uri {uri!r}).",
+                          NOT_FOUND) from None
     found = [m for m in call(client.search_logged_models, [run.info.experiment_id],
                              filter_string=f"source_run_id = '{ident}'") if m.name == path]
     if found:  # MLflow 3: log_model made a LoggedModel; register it, as register_model does

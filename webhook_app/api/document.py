@@ -21,7 +21,7 @@ import re
 
 from pydantic import BaseModel
 
-from webhook_app.api import schemas
+import webhook_app.api.schemas as schemas
 from webhook_app.api.auth import ACCESS
 
 PREFIX = "/api/v1"

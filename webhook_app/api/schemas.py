@@ -24,12 +24,12 @@ def whole(regex) -> str:
     return f"^(?:{regex.pattern})$"
 
 
-TOKEN_ID = whole(tags._TOKEN_RE)
-PRINCIPAL = whole(principals._NAME)
-KEY_ID = r"^[0-9a-f]{8}$"  # the key id of keys._KEY, hk_<key id>_<secret>
-assert keys._KEY.pattern.startswith("hk_([0-9a-f]{8})_"), "KEY_ID no longer matches the keys' form"
+TOKEN_ID = whole(tags.TOKEN_RE)
+PRINCIPAL = whole(principals.NAME_RE)
+KEY_ID = r"^[0-9a-f]{8}$"  # the key id of keys.KEY_RE, hk_<key id>_<secret>
+assert keys.KEY_RE.pattern.startswith("hk_([0-9a-f]{8})_"), "KEY_ID no longer matches the keys' form"
 EVENT_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"  # uuid4, as the outbox makes them
-MODEL_URI = f"^(?:{versions._RUNS.pattern}|{versions._MODELS.pattern})$"
+MODEL_URI = f"^(?:{versions.RUNS_URI.pattern}|{versions.MODELS_URI.pattern})$"
 # MLflow's rule for a registered model's name (no '/' nor ':', not blank), narrowed to what a path,
 # a tag and a filter carry safely: letters, digits, '.', '_', '-' and inner spaces.
 MODEL_NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9._ -]{0,254}[A-Za-z0-9._-])?$"

@@ -22,7 +22,7 @@ from hokusai_mlflow_plugin.core.errors import FORBIDDEN, HokusaiError
 from hokusai_mlflow_plugin.db.models import EXPERIMENT as OWNED_EXPERIMENT
 from hokusai_mlflow_plugin.db.models import MADE_LOGGED_MODEL, MADE_RUN
 from hokusai_mlflow_plugin.db.models import REGISTERED_MODEL as OWNED_MODEL
-from webhook_app.gateway import scopes
+import webhook_app.gateway.scopes as scopes
 from webhook_app.gateway.scopes import Access
 
 _KIND_OF = {scopes.RUN: MADE_RUN, scopes.LOGGED_MODEL: MADE_LOGGED_MODEL, scopes.TRACE: "trace"}
