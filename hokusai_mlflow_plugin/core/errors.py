@@ -55,8 +55,8 @@ class ConfigError(HokusaiError):
 class BadOption(HokusaiError):
     """A value given for ``option`` (a command-line option or a request field) cannot be used."""
 
-    def __init__(self, option: str, message: str):
-        super().__init__(message)
+    def __init__(self, option: str, message: str, kind: str | None = None):
+        super().__init__(message, kind)
         self.option = option
 
 
