@@ -1,4 +1,5 @@
-"""``hokusai token ...`` and ``hokusai db upgrade`` through click's CliRunner, on a SQLite file."""
+"""``hokusai token ...`` and ``hokusai db upgrade`` through click's CliRunner, on a SQLite file; the
+token's life (deploy, undeploy, archive, history) also on the live stack's database and MLflow."""
 
 from __future__ import annotations
 
