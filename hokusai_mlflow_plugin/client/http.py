@@ -9,6 +9,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from hokusai_mlflow_plugin.core.metrics import normalize_metric_name
 from hokusai_mlflow_plugin.client.errors import (
     ApiError,
     ApiUnavailable,
@@ -47,7 +48,9 @@ class HokusaiClient:
 
     def register(self, token_id: str, model_uri: str, model_name: str | None = None,
                  metric: str | None = None, baseline: float | None = None) -> dict:
-        """The decision on a new version of a logged model (``runs:/...`` or ``models:/m-...``)."""
+        """The decision on a new version of a logged model (``runs:/...`` or ``models:/m-...``).
+        Metric names are sent as the API spells them (``AUROC`` as ``auroc``)."""
+        metric = normalize_metric_name(metric) if metric else None
         body = {"token_id": token_id, "model_uri": model_uri, "model_name": model_name, "metric": metric, "baseline": baseline}
         return self._call("POST", "/models/register", json={k: v for k, v in body.items() if v is not None},
                           not_found=TokenNotFound)
@@ -62,6 +65,7 @@ class HokusaiClient:
 
     def create_token(self, token_id: str, metric: str | None = None, baseline: float | None = None,
                      owner: str | None = None) -> dict:
+        metric = normalize_metric_name(metric) if metric else None
         body = {"token_id": token_id, "metric": metric, "baseline": baseline, "owner": owner}
         return self._call("POST", "/tokens", json={k: v for k, v in body.items() if v is not None})
 

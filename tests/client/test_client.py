@@ -44,7 +44,7 @@ def test_register_registered_rejected_and_unknown(hokusai, token_id):
     hokusai.create_token(token_id, "auroc", 0.82)
     rejected = hokusai.register(token_id, logged(0.5), model_name=f"m-{token_id.lower()}")
     assert rejected["status"] == "rejected" and "below the baseline" in rejected["reason"]
-    registered = hokusai.register(token_id, logged(0.9))
+    registered = hokusai.register(token_id, logged(0.9), metric="AUROC", baseline=0.82)  # as a person types it
     assert registered["status"] == "registered" and registered["metric_value"] == 0.9
     assert hokusai.token(token_id)["status"] == "registered"
     assert [r["outcome"] for r in hokusai.token(token_id)["registrations"]] == ["registered", "rejected"]
