@@ -26,7 +26,7 @@ _FILE_KEYS = {
     "tracking_uri", "webhook_secret", "event_webhook_url", "event_webhook_secret", "redis_url",
     "redis_stream", "log_level", "event_console", "relay_horizon", "relay_retry_base",
     "relay_retry_cap", "relay_lease", "api_url", "api_key", "mlflow_internal_uri", "gateway_connect_timeout",
-    "gateway_read_timeout", "gateway_rate_limit", "provenance",
+    "gateway_read_timeout", "gateway_rate_limit", "gateway_key_lease", "provenance",
 }
 
 
@@ -52,6 +52,9 @@ class Settings:
     gateway_connect_timeout: float = 5.0
     gateway_read_timeout: float = 300.0  # between two reads: an artifact download is one long answer
     gateway_rate_limit: str = "1200/minute"  # per API key, the notation of the limits library
+    # Seconds a gateway trusts its memory of keys after it last heard the database; a revoke that
+    # a gateway does not confirm waits this long (auth.revocation).
+    gateway_key_lease: float = 2.0
     # Versions whose run or logged model has no recorded maker (made on MLflow directly): "open"
     # decides them as ever (a laptop, the embedded default); "required" rejects them (production,
     # where everyone goes through the gateway).
@@ -220,7 +223,7 @@ def load_settings(config_file: str | None = None, environ=None, **overrides) -> 
         gateway_rate_limit=values.get("gateway_rate_limit") or "1200/minute",
         provenance=_provenance(values.get("provenance")),
         **_floats(values, "relay_horizon", "relay_retry_base", "relay_retry_cap", "relay_lease", "gateway_connect_timeout",
-                  "gateway_read_timeout"),
+                  "gateway_read_timeout", "gateway_key_lease"),
     )
     settings = settings.with_overrides(**overrides)
     try:

@@ -1,16 +1,17 @@
 """Every gateway request's key, checked without leaving the event loop.
 
 On PostgreSQL a key checked once is remembered, and a request with it costs no database round
-trip: a request through the gateway then costs MLflow's time and little more (BENCHMARKS.md). A
-revocation is heard by the process's ``RevocationWatch`` before the revocation returns
-(``auth.revocation``); nothing is remembered while the watch is not listening; and a remembered
-key is read again at least once a minute, which records its use. A read is one prepared SELECT on
-the gateway's own asyncio connection (psycopg).
+trip: a request through the gateway then costs MLflow's time and little more (BENCHMARKS.md).
+Memory is trusted only under a lease (``auth.revocation``): while the process's
+``RevocationWatch`` has heard from the database within the last ``lease`` seconds. A revocation
+is heard before the revocation returns, or the revocation waits until the lease has run out;
+past the lease every key is read, and a key that cannot be read is ``DatabaseUnavailable`` (a
+503), never let in. A remembered key is also read again at least once a minute, which records its
+use. A read is one prepared SELECT on the gateway's own asyncio connection (psycopg).
 
 Any other database (SQLite, the embedded default: a local file, and no notifications) is read on
 every request, with SQLAlchemy in a worker thread. Both judge the row with ``keys.judge``.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +26,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from hokusai_mlflow_plugin.auth import keys
-from hokusai_mlflow_plugin.auth.revocation import RevocationWatch
+from hokusai_mlflow_plugin.auth.revocation import DEFAULT_LEASE, RevocationWatch, clock
 from hokusai_mlflow_plugin.core.errors import DatabaseUnavailable
 from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.db.models import utcnow
@@ -42,16 +43,18 @@ class _Good:
 class KeyCheck:
     """``await check.caller(key)``: the caller ``key`` names, or ``NotAuthenticated``;
     ``DatabaseUnavailable`` when the token database cannot answer. ``start()`` in the process
-    that serves requests (its watch is a thread)."""
+    that serves requests (its watch is a thread). ``lease``: seconds memory is trusted after the
+    database was last heard (``HOKUSAI_GATEWAY_KEY_LEASE``)."""
 
-    def __init__(self, database_url: str, remember: bool = True):
+    def __init__(self, database_url: str, remember: bool = True, lease: float = DEFAULT_LEASE):
         self.database_url = database_url
         self.postgresql = is_postgresql(database_url)
         self.remember = remember and self.postgresql
         self._good: dict[str, _Good] = {}
         self._memory_lock = threading.Lock()
         self._generation = 0  # moves whenever something is forgotten: a read begun before is not kept
-        self._trusted = False  # whether memory may be used (the watch is listening)
+        self.lease = lease
+        self._trusted_until = float("-inf")  # revocation.clock() before which memory may be used (the lease)
         self._watch: RevocationWatch | None = None
         self.reads = 0  # of the database: what memory saved shows against the requests served
         self._conn = None
@@ -66,7 +69,7 @@ class KeyCheck:
 
     def start(self) -> "KeyCheck":
         if self.remember:
-            self._watch = RevocationWatch(self.database_url, self._forget, self._watching).start()
+            self._watch = RevocationWatch(self.database_url, self._forget, self._heard, self._watching, self.lease).start()
         return self
 
     async def caller(self, key: str | None) -> keys.Caller:
@@ -82,9 +85,15 @@ class KeyCheck:
                     self._good[key_id] = _Good(caller, keys.digest(secret), now)
         return caller
 
+    @property
+    def _trusted(self) -> bool:
+        """Whether memory may be used now: the database was heard within the lease."""
+        return clock() < self._trusted_until
+
     def _remembered(self, key_id: str, secret: str) -> keys.Caller | None:
+        trusted_until = self._trusted_until  # read before the memory: _heard clears it before a new lease
         good = self._good.get(key_id)
-        if good is None or not self._trusted:
+        if good is None or clock() >= trusted_until:
             return None
         now = utcnow()
         if now - good.checked_at >= keys.LAST_USED_EVERY or (good.caller.expires_at is not None and good.caller.expires_at <= now):
@@ -98,12 +107,23 @@ class KeyCheck:
             self._generation += 1
             self._good.pop(key_id, None)
 
+    def _heard(self, asked_at: float) -> None:
+        """The database answered the watch's probe asked at ``asked_at`` (``clock()``): the
+        lease runs ``lease`` seconds from then (revocation's docstring: why that is safe)."""
+        with self._memory_lock:
+            if clock() >= self._trusted_until:
+                # A new run of leases (the first, or after a lapse): start with an empty memory.
+                self._generation += 1
+                self._good.clear()
+            self._trusted_until = max(self._trusted_until, asked_at + self.lease)
+
     def _watching(self, listening: bool) -> None:
-        # Connected or lost, what is remembered may have been revoked unheard: forget it all.
+        # Lost (the watch says only that), what is remembered may have been revoked unheard:
+        # forget it all, and trust nothing until the database is heard again.
         with self._memory_lock:
             self._generation += 1
             self._good.clear()
-            self._trusted = listening
+            self._trusted_until = float("-inf")
 
     async def _read(self, key: str, key_id: str, secret: str) -> keys.Caller:
         self.reads += 1

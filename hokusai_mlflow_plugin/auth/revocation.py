@@ -1,22 +1,43 @@
-"""How a revoked key reaches every gateway before the revocation returns (PostgreSQL).
+"""How a revoked key reaches every gateway before the revocation returns (PostgreSQL), even
+across a silent partition, by leases.
 
 Gateways remember the keys they checked (``auth.key_check``), so they must hear revocations:
 
-* each gateway process keeps one connection that LISTENs on ``KEYS_CHANNEL`` (its
-  ``application_name`` says it is a gateway's watch). ``keys.revoke`` NOTIFYs the key's id at
-  commit; the watch forgets the key, then answers on ``KEYS_HEARD_CHANNEL``. The watch trusts
-  its connection only while a notification it sends itself comes back (at the start, then every
-  ``PROBE_EVERY`` seconds): a pooler that takes LISTEN and delivers nothing, or a connection that
-  died without a word, leaves its gateway checking every key;
-* ``revoke_everywhere`` (the CLI's and the console's revoke) commits the revocation, takes the
-  watches that hear (by server process id), and waits until each has answered. When it returns,
-  every gateway refuses the key. A watch that cannot answer in time is counted in the result:
-  its gateway trusts nothing while its connection is down, and checks every key against the
-  database at least once a minute anyway (``keys.LAST_USED_EVERY``).
+* each gateway process keeps one connection that LISTENs on ``KEYS_CHANNEL``, named by its
+  ``application_name`` as a gateway's watch with its lease (``hokusai-gateway-keys lease=2``).
+  ``keys.revoke`` NOTIFYs the key's id at commit; the watch forgets the key, then answers on
+  ``KEYS_HEARD_CHANNEL``;
+* **the lease.** The watch NOTIFYs itself every quarter lease. Each time one of these comes back,
+  the gateway may trust its memory until ``lease`` seconds after the moment, on its own clock,
+  *before* that notification was sent. Without fresh news (a partition, a pooler that delivers
+  nothing, a dead server) its memory lapses within one lease, and it reads every key: a key it
+  cannot read is a 503, never let in;
+* ``revoke_everywhere`` (the CLI's, the API's and the console's revoke) commits the revocation,
+  takes the watches listed by the server, and waits until each has answered, or until the
+  longest lease among those that did not has certainly run out since the commit. When it returns,
+  every gateway refuses the key.
 
-What it does not cover: a watch whose server session vanished without a word (a failover that
-lost the connection's FIN) is not among the watches taken, and its gateway trusts memory until
-its next probe fails, ``PROBE_EVERY + PROBE_WAIT`` (13 s) at most.
+Why the lease is safe without comparing two machines' clocks. Each side measures only a length of
+time, on its own monotonic clock (``CLOCK_BOOTTIME``, which keeps counting while a machine is
+suspended), and the two lengths are joined by the database's order of events:
+
+* a gateway's trust ends ``lease`` after it read its clock, and it read its clock before sending
+  the notification that earned the trust; that notification was therefore sent, and reached the
+  server, after that moment;
+* if the server took it before the revocation committed, the gateway's trust ends at most
+  ``lease`` after the commit. If after, the server delivers the revocation's notification first on
+  the same session (notifications arrive in commit order), so the gateway forgets the key before
+  it renews its trust;
+* the revoker starts counting after its commit returned, and waits ``lease`` plus a margin for
+  the rate of the two clocks (``RATE_MARGIN``: real clocks drift by well under 0.1 %) and
+  ``LEASE_MARGIN``. No wall clock, no clock synchronisation, is involved.
+
+How the revoker knows the gateways when one cannot answer: the server lists every watch's session
+(``pg_stat_activity``) until it sees it close. A partitioned gateway's session stays listed (the
+server hears no FIN either), does not answer, and is waited out. A gateway whose session the
+server no longer lists either closed it (and trusts nothing since), or lost it in a crash or a
+failover of the server, which the revocation must then follow by more than one lease to be
+covered: a gap of at most one lease, after a server restart only.
 """
 
 from __future__ import annotations
@@ -33,34 +54,63 @@ from hokusai_mlflow_plugin.db.session import is_postgresql, libpq_dsn
 
 _logger = logging.getLogger(__name__)
 
-WATCH_APPLICATION = "hokusai-gateway-keys"  # application_name of every gateway's watch connection
-_WATCHES = "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()"
+WATCH_APPLICATION = "hokusai-gateway-keys"  # application_name of every gateway's watch connection, then " lease=<s>"
+_WATCHES = ("SELECT pid, application_name FROM pg_stat_activity WHERE (application_name = %s OR application_name LIKE %s) "
+            "AND datname = current_database()")
+
+DEFAULT_LEASE = 2.0  # seconds a gateway trusts its memory after its last news from the database
+RATE_MARGIN = 0.01  # the revoker waits 1 % longer than a lease: for two clocks' rates (real drift: < 0.1 %)
+LEASE_MARGIN = 0.25  # seconds, on top
+
+
+def clock() -> float:
+    """Seconds on this machine's monotonic clock that also counts while it is suspended."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def watch_name(lease: float) -> str:
+    return f"{WATCH_APPLICATION} lease={lease:g}"
+
+
+def lease_of(application_name: str) -> float:
+    """The lease a watch's name declares (a watch that names none is taken at ``DEFAULT_LEASE``)."""
+    _, _, value = application_name.partition(" lease=")
+    try:
+        lease = float(value)
+    except ValueError:
+        return DEFAULT_LEASE
+    return lease if lease > 0 else DEFAULT_LEASE
 
 
 def connect(database_url: str, **kwargs):
     import psycopg
 
-    # TCP keepalives: a watch whose server vanished without a word notices within about 20 s.
+    # TCP keepalives, and a limit on unanswered sends (tcp_user_timeout): a watch whose server
+    # vanished without a word gives its connection up within seconds and tries a new one. Its
+    # gateway stopped trusting memory one lease after the last news anyway.
     return psycopg.connect(libpq_dsn(database_url), autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=10,
-                           keepalives_interval=5, keepalives_count=2, **kwargs)
+                           keepalives_interval=5, keepalives_count=2, tcp_user_timeout=5000, **kwargs)
 
 
 class WatchDeaf(RuntimeError):
     """The watch's connection takes LISTEN but does not deliver notifications."""
 
 
-PROBE_EVERY = 10.0  # seconds between the watch's checks that it still hears
-PROBE_WAIT = 3.0  # seconds its own notification may take to come back
+PROBE_WAIT = 3.0  # seconds its own notification may take to come back before the connection is given up
 
 
 class RevocationWatch:
     """A gateway process's ear: ``on_revoked(key_id)`` for each revocation, then an answer to the
-    revoker; ``on_state(True)`` once listening, ``on_state(False)`` when the connection is lost
-    (what was revoked meanwhile was not heard: forget everything)."""
+    revoker; ``on_heard(at)`` each time the database proved the link fresh (``at``: ``clock()``
+    read before the proof was asked for; trust memory until ``at + lease``); ``on_state(False)``
+    when the connection is lost (what was revoked meanwhile was not heard: forget everything)."""
 
-    def __init__(self, database_url: str, on_revoked: Callable[[str], None], on_state: Callable[[bool], None]):
+    def __init__(self, database_url: str, on_revoked: Callable[[str], None], on_heard: Callable[[float], None],
+                 on_state: Callable[[bool], None], lease: float = DEFAULT_LEASE):
         self.database_url = database_url
-        self.on_revoked, self.on_state = on_revoked, on_state
+        self.on_revoked, self.on_heard, self.on_state = on_revoked, on_heard, on_state
+        self.lease = lease
+        self.every = lease / 4  # three more tries before the lease runs out
         self.connect = connect  # a psycopg connection to the database
         self._stop = threading.Event()
         self._pid = 0
@@ -88,44 +138,55 @@ class RevocationWatch:
         self.on_state(False)
 
     def _listen(self, conn) -> None:
-        # Its own channel too: the watch NOTIFYs itself, and trusts memory only once that comes
-        # back (a pooler in transaction mode takes LISTEN and never delivers), then again every
-        # PROBE_EVERY seconds (a connection that died without a word).
+        # Its own channel too: the watch NOTIFYs itself, and trusts memory only while that comes
+        # back (a pooler in transaction mode takes LISTEN and never delivers; a partition delivers
+        # nothing either).
         # The server's own id for this session, as pg_stat_activity shows it (a pooler's is not).
         self._pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
         own = f"{KEYS_CHANNEL}_probe_{self._pid}"
         conn.execute(f"LISTEN {KEYS_CHANNEL}")
         conn.execute(f"LISTEN {own}")
-        self._hear_own(conn, own)
-        # Named a watch only now: a revocation waits for the watches that hear, not for one starting.
-        conn.execute("SELECT set_config('application_name', %s, false)", (WATCH_APPLICATION,))
-        self.on_state(True)
-        probed = time.monotonic()
+        asked = self._ask(conn, own, "0")
+        deadline = asked + PROBE_WAIT
+        while "0" not in self._serve(conn, own, timeout=max(0.0, deadline - clock())):
+            if clock() >= deadline:
+                raise WatchDeaf(f"its own notification did not come back within {PROBE_WAIT:g} s (is a connection pooler "
+                                "in transaction mode in between? the watch needs a session of its own)")
+        # Named a watch only now: a revocation waits for the watches that hear, not for one
+        # starting. One named after a revocation committed trusts nothing from before it (the
+        # gateway forgets everything when its trust begins).
+        conn.execute("SELECT set_config('application_name', %s, false)", (watch_name(self.lease),))
+        self.on_heard(asked)
+        sequence, pending = 0, None  # (payload, clock() before it was sent) of the probe awaited
         while not self._stop.is_set():
-            self._serve(conn, own, timeout=1.0)
-            if time.monotonic() - probed >= PROBE_EVERY:
-                self._hear_own(conn, own)
-                probed = time.monotonic()
+            now = clock()
+            if pending is None and now - asked >= self.every:
+                sequence += 1
+                pending = (str(sequence), self._ask(conn, own, str(sequence)))
+                asked = pending[1]
+            elif pending is not None and now - pending[1] >= PROBE_WAIT:
+                raise WatchDeaf(f"its own notification did not come back within {PROBE_WAIT:g} s")
+            heard = self._serve(conn, own, timeout=max(0.01, asked + self.every - clock()))
+            if pending is not None and pending[0] in heard:
+                # After every revocation delivered before it (the same session, in commit order).
+                self.on_heard(pending[1])
+                pending = None
 
-    def _serve(self, conn, own: str, timeout: float) -> bool:
-        """Forget and answer what was revoked; whether the watch's own probe came back."""
-        came_back = False
+    def _ask(self, conn, own: str, payload: str) -> float:
+        at = clock()  # before the notification leaves: the trust it earns is counted from here
+        conn.execute("SELECT pg_notify(%s, %s)", (own, payload))
+        return at
+
+    def _serve(self, conn, own: str, timeout: float) -> set[str]:
+        """Forget and answer what was revoked, in order; the watch's own payloads that came back."""
+        own_heard = set()
         for note in list(conn.notifies(timeout=timeout, stop_after=1)):
             if note.channel == own:
-                came_back = True
+                own_heard.add(note.payload)
                 continue
             self.on_revoked(note.payload)
             conn.execute("SELECT pg_notify(%s, %s)", (KEYS_HEARD_CHANNEL, f"{note.payload} {self._pid}"))
-        return came_back
-
-    def _hear_own(self, conn, own: str) -> None:
-        conn.execute("SELECT pg_notify(%s, 'probe')", (own,))
-        deadline = time.monotonic() + PROBE_WAIT
-        while (left := deadline - time.monotonic()) > 0:
-            if self._serve(conn, own, timeout=left):
-                return
-        raise WatchDeaf(f"its own notification did not come back within {PROBE_WAIT:g} s (is a connection pooler in "
-                        "transaction mode in between? the watch needs a session of its own)")
+        return own_heard
 
 
 @dataclass(frozen=True)
@@ -134,15 +195,17 @@ class Revoked:
     name: str
     gateways: int  # gateway watches listening when it was revoked
     heard: int  # how many of them said they forgot the key before ``revoke_everywhere`` returned
+    waited_for_lease: float = 0.0  # seconds waited for the leases of those that did not (0: all confirmed)
 
     @property
     def unconfirmed(self) -> int:
         return max(0, self.gateways - self.heard)
 
 
-def revoke_everywhere(sessions, key_id: str, timeout: float = 3.0) -> Revoked:
+def revoke_everywhere(sessions, key_id: str) -> Revoked:
     """Revoke ``key_id`` (``keys.revoke``) and, on PostgreSQL, wait until every gateway watching
-    has forgotten it, at most ``timeout`` seconds."""
+    has forgotten it, or until the lease of each one that did not say so has run out: when this
+    returns, no gateway lets the key in."""
     database_url = sessions.kw["bind"].url.render_as_string(hide_password=False)
     if not is_postgresql(database_url):  # gateways on another database remember nothing
         with sessions.begin() as session:
@@ -156,15 +219,23 @@ def revoke_everywhere(sessions, key_id: str, timeout: float = 3.0) -> Revoked:
         with sessions.begin() as session:
             row = keys.revoke(session, key_id)
             key_id, name = row.key_id, row.name
-        waiting = {str(pid) for (pid,) in ear.execute(_WATCHES, (WATCH_APPLICATION,))}
+        committed = clock()  # the commit is behind us: counting from here is counting from after it
+        waiting = {str(pid): lease_of(application)
+                   for pid, application in ear.execute(_WATCHES, (WATCH_APPLICATION, WATCH_APPLICATION + " lease=%"))}
         gateways = len(waiting)
-        deadline = time.monotonic() + timeout
-        while waiting and (left := deadline - time.monotonic()) > 0:
+        while waiting and (left := committed + _wait_for(max(waiting.values())) - clock()) > 0:
             for note in ear.notifies(timeout=left, stop_after=1):
                 heard_key, _, pid = note.payload.partition(" ")
                 if heard_key == key_id:
-                    waiting.discard(pid)
+                    waiting.pop(pid, None)
+    waited = clock() - committed if waiting else 0.0
     if waiting:
-        _logger.warning("API key %s is revoked; %d of %d gateways did not confirm within %.0f s (they refuse it within "
-                        "a minute at the latest)", key_id, len(waiting), gateways, timeout)
-    return Revoked(key_id, name, gateways, gateways - len(waiting))
+        _logger.warning("API key %s is revoked; %d of %d gateways did not confirm, so the revoke waited %.1f s for their "
+                        "lease to run out: they refuse it now (with a 503 while they cannot reach the database)", key_id,
+                        len(waiting), gateways, waited)
+    return Revoked(key_id, name, gateways, gateways - len(waiting), waited)
+
+
+def _wait_for(lease: float) -> float:
+    """How long after its commit a revocation waits for a gateway that does not answer."""
+    return lease * (1 + RATE_MARGIN) + LEASE_MARGIN

@@ -70,5 +70,6 @@ def apikey_revoke(obj, key_id):
     revoked = revoke_everywhere(obj.sessions(), key_id)
     click.echo(f"Revoked API key {revoked.key_id} '{revoked.name}'.")
     if revoked.unconfirmed:
-        click.echo(f"Warning: {revoked.unconfirmed} of {revoked.gateways} MLflow gateways did not confirm in time; they "
-                   "refuse the key within a minute at the latest.", err=True)
+        click.echo(f"Warning: {revoked.unconfirmed} of {revoked.gateways} MLflow gateways did not confirm (cut off from the "
+                   f"database?); waited {revoked.waited_for_lease:.1f} s for their key lease to run out: they refuse the "
+                   "key now, and answer 503 while they cannot read keys.", err=True)

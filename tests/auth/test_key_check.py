@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.auth.key_check import KeyCheck
-from hokusai_mlflow_plugin.auth.revocation import WATCH_APPLICATION, revoke_everywhere
+from hokusai_mlflow_plugin.auth.revocation import (DEFAULT_LEASE, LEASE_MARGIN, RATE_MARGIN, WATCH_APPLICATION, lease_of,
+                                                    revoke_everywhere, watch_name)
 from hokusai_mlflow_plugin.db.session import libpq_dsn
 from hokusai_mlflow_plugin.core.errors import DatabaseUnavailable
 from hokusai_mlflow_plugin.db.session import session_factory
@@ -102,8 +103,8 @@ def test_nothing_is_remembered_while_the_watch_is_down(pg_url, pg_check):
     key = make(pg_url)
     loop.caller(check, key)
     with psycopg.connect(libpq_dsn(pg_url), autocommit=True) as conn:  # the watch's connection dies (a failover)
-        killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
-                              "AND datname = current_database()", (WATCH_APPLICATION,)).fetchall()
+        killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s "
+                              "AND datname = current_database()", (WATCH_APPLICATION + " lease=%",)).fetchall()
     assert killed == [(True,)]
     until(lambda: not remembered(check, loop, key), timeout=5)  # every request is read while it is down
     until(lambda: remembered(check, loop, key))  # and remembered again once it listens again (about 2 s)
@@ -112,15 +113,39 @@ def test_nothing_is_remembered_while_the_watch_is_down(pg_url, pg_check):
         loop.caller(check, key)
 
 
-def test_a_gateway_that_does_not_answer_is_named_and_not_waited_for_long(pg_url, caplog):
+def test_a_gateway_that_does_not_answer_is_waited_for_until_its_lease_has_run_out(pg_url, caplog):
     key = make(pg_url)
-    with psycopg.connect(libpq_dsn(pg_url), autocommit=True, application_name=WATCH_APPLICATION):  # a watch that is stuck
+    # a watch that is stuck (its gateway cut off), declaring a lease of 0.5 s
+    with psycopg.connect(libpq_dsn(pg_url), autocommit=True, application_name=watch_name(0.5)):
         started = time.monotonic()
-        revoked = revoke_everywhere(session_factory(pg_url), key[3:11], timeout=0.5)
+        revoked = revoke_everywhere(session_factory(pg_url), key[3:11])
         waited = time.monotonic() - started
     assert revoked.gateways == 1 and revoked.unconfirmed == 1
-    assert waited < 10  # bounded by the timeout, not by the stuck gateway
-    assert "did not confirm" in caplog.text and key[12:] not in caplog.text
+    assert 0.5 <= revoked.waited_for_lease <= waited < 0.5 * (1 + RATE_MARGIN) + LEASE_MARGIN + 2  # its lease, not longer
+    assert "did not confirm" in caplog.text and "lease" in caplog.text and key[12:] not in caplog.text
+
+
+def test_memory_is_trusted_only_within_the_lease_of_the_last_news(pg_url):
+    """A watch that stops hearing the database (here: its news no longer counted) leaves memory
+    unused one lease after the last news, without waiting for the connection to fail."""
+    check, loop = KeyCheck(pg_url, lease=0.6).start(), Loop()
+    key = make(pg_url)
+    try:
+        until(lambda: remembered(check, loop, key))
+        check._watch.on_heard = lambda at: None  # the database's news stops arriving (a silent partition)
+        time.sleep(0.7)
+        assert not remembered(check, loop, key)  # every request is read
+        assert revoke_everywhere(session_factory(pg_url), key[3:11]).unconfirmed == 0  # the watch still forgets and answers
+        with pytest.raises(keys.NotAuthenticated, match="was revoked"):
+            loop.caller(check, key)
+    finally:
+        loop.close(check)
+
+
+def test_the_lease_is_named_in_the_watch_and_read_back():
+    assert lease_of(watch_name(1.5)) == 1.5
+    assert lease_of(WATCH_APPLICATION) == DEFAULT_LEASE  # a watch that names none
+    assert lease_of(WATCH_APPLICATION + " lease=nonsense") == DEFAULT_LEASE
 
 
 def test_an_unreachable_database_is_unavailable_not_a_refusal(pg_url):
@@ -264,7 +289,8 @@ def test_a_watch_that_does_not_hear_itself_is_never_trusted(caplog):
     from hokusai_mlflow_plugin.auth.revocation import PROBE_WAIT, RevocationWatch
 
     states = []
-    watch = RevocationWatch("postgresql://nowhere/db", on_revoked=lambda key_id: None, on_state=states.append)
+    watch = RevocationWatch("postgresql://nowhere/db", on_revoked=lambda key_id: None, on_heard=lambda at: states.append(True),
+                            on_state=states.append)
     watch.connect = lambda url, **kwargs: DeafConnection()
     watch.start()
     try:

@@ -39,6 +39,7 @@ def create_app(test_config: dict | None = None) -> web.Application:
         "redis_url": settings.redis_url,
         "connect_timeout": settings.gateway_connect_timeout,
         "read_timeout": settings.gateway_read_timeout,
+        "key_lease": settings.gateway_key_lease,  # seconds memory of keys is trusted (auth.revocation)
         # Teams inside MLflow (issue 19): each key reads and writes its team's objects only. Off
         # until every test and deployment of the gateway has its objects' owners recorded.
         "mlflow_ownership": os.environ.get("HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP", "off").strip().lower() in ("on", "1", "true"),
@@ -48,7 +49,7 @@ def create_app(test_config: dict | None = None) -> web.Application:
         raise ConfigError("HOKUSAI_MLFLOW_INTERNAL_URI (or MLFLOW_TRACKING_URI) is not set: the gateway needs the URL of "
                           "the MLflow server it stands in front of.")
     configure_logging(settings.log_level)
-    gateway = Gateway(config["internal_uri"], KeyCheck(config["database_url"]),
+    gateway = Gateway(config["internal_uri"], KeyCheck(config["database_url"], lease=config["key_lease"]),
                       RateLimit(config["rate_limit"], config["redis_url"]), config["connect_timeout"], config["read_timeout"],
                       MakerRecord(config["database_url"]), Owners(config["database_url"]))
     gateway.ownership = bool(config["mlflow_ownership"])
