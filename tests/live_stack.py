@@ -209,6 +209,17 @@ class Stack:
         with self.sessions.begin() as s:
             return keys.create(s, name, scopes or ("read",)).key
 
+    def own(self, kind: str, object_id, user: str = "test") -> None:
+        """Record the user ``user`` (made if missing) as the owner of an experiment (id) or
+        registered model (name) that a test made on MLflow directly, as the gateway records one
+        made through it (``auth.mlflow_objects``): its keys then reach it with ownership on."""
+        from hokusai_mlflow_plugin.auth import principals
+        from hokusai_mlflow_plugin.db.models import MlflowObject
+
+        with self.sessions.begin() as s:
+            who = principals.user_named(s, user).id
+            s.merge(MlflowObject(kind=kind, object_id=str(object_id), owner_id=who, creator_id=who, key_id="test"))
+
     def create_token(self, token_id: str, metric: str | None = "auroc", baseline: float | None = 0.82, status: str = "draft",
                      owner: str | None = None) -> None:
         """A token, owned by the user or team ``owner`` (made as a user if missing)."""

@@ -147,7 +147,7 @@ class Recorder(BaseHTTPRequestHandler):
 
 def test_the_key_and_cookies_never_reach_mlflow(pg_stack):
     Recorder.seen, Recorder.target = [], pg_stack.mlflow.url
-    key = pg_stack.api_key("register")
+    key = pg_stack.api_key("admin")  # sees every experiment: the search goes on to MLflow
     with gateway_in_front_of(Recorder, pg_stack.db_url) as replica:
         answer = requests.post(replica.url + "/mlflow/api/2.0/mlflow/experiments/search", json={"max_results": 1},
                                headers={"Authorization": f"Bearer {key}", "Cookie": "session=abc", "Connection": "keep-alive, X-Hop",
@@ -201,7 +201,7 @@ def test_redirects_to_mlflow_point_at_the_gateway_and_head_keeps_the_length(pg_s
 
 
 def test_mlflow_down_is_a_502_problem_and_the_limit_a_429(pg_stack):
-    key = pg_stack.api_key("read")
+    key = pg_stack.api_key("admin")  # a user's search of no experiment of its own never reaches MLflow
     auth = {"Authorization": f"Bearer {key}"}
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -232,6 +232,7 @@ def test_a_chunked_upload_arrives_whole_and_comes_back_with_its_length(pg_stack,
     """No Content-Length from the client: the body goes on chunked, as it came; MLflow's answer
     comes back with its own length."""
     experiment = pg_stack.client.create_experiment(f"chunked-{uuid.uuid4().hex[:8]}")
+    pg_stack.own("experiment", experiment, "alice")  # the gateway fixture's key acts for alice
     run = pg_stack.client.create_run(experiment).info
     data = os.urandom(3 * 1024 * 1024 + 17)
     auth = {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}

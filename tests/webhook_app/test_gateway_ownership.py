@@ -17,7 +17,16 @@ from mlflow.exceptions import MlflowException
 
 from hokusai_mlflow_plugin.auth import keys, principals
 from hokusai_mlflow_plugin.db.migrate import upgrade
-from hokusai_mlflow_plugin.db.models import MADE_LOGGED_MODEL, MADE_RUN, TEAM, USER, MlflowMaker
+from hokusai_mlflow_plugin.db.models import (
+    EXPERIMENT,
+    MADE_LOGGED_MODEL,
+    MADE_RUN,
+    REGISTERED_MODEL,
+    TEAM,
+    USER,
+    MlflowMaker,
+    MlflowObject,
+)
 from hokusai_mlflow_plugin.db.session import dispose, get_engine, session_factory
 from hokusai_mlflow_plugin.registration import tokens
 from tests.api_helpers import assert_problem
@@ -50,7 +59,7 @@ def _through_gateway(stack, key: str, monkeypatch) -> str:
 
 def _maker(stack, kind: str, object_id: str) -> MlflowMaker | None:
     with stack.sessions() as s:
-        return s.get(MlflowMaker, (kind, object_id))
+        return s.get(MlflowMaker, (object_id, kind))  # the primary key: object_id first
 
 
 # -- who made it -------------------------------------------------------------------------------------
@@ -91,13 +100,15 @@ def test_a_maker_that_cannot_be_recorded_is_a_503_that_says_the_run_is_unattribu
     try:
         with session_factory(url).begin() as s:
             key = keys.create(s, "alice", ("register",)).key
+            alice = principals.find(s, "alice").id  # owns experiment 7 (the stand-in keeps none)
+            s.add(MlflowObject(kind=EXPERIMENT, object_id="7", owner_id=alice, creator_id=alice, key_id=key[3:11]))
         with gateway_in_front_of(_RunCreator, url) as gateway:
             auth = {"Authorization": f"Bearer {key}"}
             create = gateway.url + "/mlflow/api/2.0/mlflow/runs/create"
-            assert requests.post(create, json={"experiment_id": "0"}, headers=auth, timeout=30).status_code == 200
+            assert requests.post(create, json={"experiment_id": "7"}, headers=auth, timeout=30).status_code == 200
             with get_engine(url).begin() as conn:  # the key still checks, the record cannot be written
                 conn.execute(sa.text("DROP TABLE hokusai_mlflow_makers"))
-            answer = requests.post(create, json={"experiment_id": "0"}, headers=auth, timeout=30)
+            answer = requests.post(create, json={"experiment_id": "7"}, headers=auth, timeout=30)
             body = assert_problem(answer, 503, "was created in MLflow", "unattributed")
             assert "The run " in body["detail"]
     finally:
@@ -110,7 +121,8 @@ def test_a_maker_that_cannot_be_recorded_is_a_503_that_says_the_run_is_unattribu
 @pytest.fixture
 def decided_version(pg_stack):
     """A version that the system decided (rejected: it names no token) and tagged with its outcome,
-    from a run with its maker's tag, made on MLflow directly; keys of a user and of an operator."""
+    from a run with its maker's tag, made on MLflow directly and recorded as the user's (its owner);
+    keys of that user and of an operator."""
     client = pg_stack.client
     experiment = client.create_experiment(_unique("tags"))
     run = client.create_run(experiment, tags={"mlflow.user": "alice"}).info.run_id
@@ -119,7 +131,10 @@ def decided_version(pg_stack):
     version = client.create_model_version(name, f"runs:/{run}/model", run_id=run).version
     pg_stack.wait_decided(name, version)
     pg_stack.wait_tag(name, version, "hokusai_reason")
-    _, key = _user(pg_stack, _unique("alice"))
+    alice = _unique("alice")
+    _, key = _user(pg_stack, alice)
+    pg_stack.own(EXPERIMENT, experiment, alice)
+    pg_stack.own(REGISTERED_MODEL, name, alice)
     return {"name": name, "version": version, "run": run, "url": pg_stack.gateway_url + "/mlflow",
             "keys": [key, pg_stack.api_key("admin", name="operator")],
             "tags": client.get_model_version(name, version).tags}
@@ -254,5 +269,6 @@ def test_a_model_counts_only_for_the_tokens_of_its_makers(stack, monkeypatch):
     with mlflow.start_run():
         mlflow.log_metric("auroc", 0.91)
         carols = log_model()
-    by_carol = mlflow.register_model(carols.model_uri, name, tags={"hokusai_token_id": bob2}).version
-    assert stack.wait_decided(name, by_carol).outcome == "registered", stack.registration(name, by_carol).reason
+    theirs = _unique("provenance-b")  # alice's registered model is not her team's to write (404)
+    by_carol = mlflow.register_model(carols.model_uri, theirs, tags={"hokusai_token_id": bob2}).version
+    assert stack.wait_decided(theirs, by_carol).outcome == "registered", stack.registration(theirs, by_carol).reason

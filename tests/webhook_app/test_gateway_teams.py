@@ -1,4 +1,4 @@
-"""Teams inside MLflow, through the gateway against a real MLflow (HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP=on):
+"""Teams inside MLflow, through the gateway against a real MLflow (ownership on, as by default):
 alice (team A) finds nothing of bob's (team B): gets, writes and artifact downloads are 404, searches
 leave his objects out with pages of 1 still walking the whole of hers, and his model does not load.
 Bob's teammate carol reads and writes them; a share gives team C read, then edit."""
@@ -15,6 +15,8 @@ from mlflow import MlflowClient
 from hokusai_mlflow_plugin.auth import keys, mlflow_objects, principals
 from hokusai_mlflow_plugin.db.models import EXPERIMENT, TEAM, USER
 from tests.live_stack import gateway_process
+from webhook_app.gateway import create_app
+from webhook_app.gateway.proxy import GATEWAY
 from tests.mlflow_helpers import log_model
 
 
@@ -25,8 +27,7 @@ def _u(stem):
 @pytest.fixture
 def teams(stack_sqlite, monkeypatch):
     stack = stack_sqlite
-    process, url = gateway_process(stack.db_url, stack.mlflow.url, stack.mlflow.workdir / f"teams-{uuid.uuid4().hex[:6]}.log",
-                                   HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP="on")
+    process, url = gateway_process(stack.db_url, stack.mlflow.url, stack.mlflow.workdir / f"teams-{uuid.uuid4().hex[:6]}.log")
     names = {t: _u(t) for t in ("team-a", "team-b", "team-c")}
     found = {}
     with stack.sessions.begin() as s:
@@ -151,3 +152,14 @@ def test_the_default_experiment_is_each_team_s_own(teams, monkeypatch):
     auth = {"Authorization": f"Bearer {key['alice']}"}
     assert requests.get(f"{gw}/api/2.0/mlflow/runs/get?run_id={bobs.info.run_id}", headers=auth, timeout=30).status_code == 404
     assert requests.get(f"{gw}/api/2.0/mlflow/experiments/get?experiment_id=0", headers=auth, timeout=30).status_code == 404
+
+
+@pytest.mark.parametrize("value, on", [(None, True), ("on", True), ("ON", True), ("off", False), (" Off ", False),
+                                       ("false", False), ("0", False)])
+def test_ownership_is_on_unless_a_deployment_turns_it_off(monkeypatch, tmp_path, value, on):
+    if value is None:
+        monkeypatch.delenv("HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP", raising=False)
+    else:
+        monkeypatch.setenv("HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP", value)
+    app = create_app({"internal_uri": "http://127.0.0.1:9", "database_url": f"sqlite:///{tmp_path / 'tokens.db'}"})
+    assert app[GATEWAY].ownership is on

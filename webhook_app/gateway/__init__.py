@@ -40,9 +40,9 @@ def create_app(test_config: dict | None = None) -> web.Application:
         "connect_timeout": settings.gateway_connect_timeout,
         "read_timeout": settings.gateway_read_timeout,
         "key_lease": settings.gateway_key_lease,  # seconds memory of keys is trusted (auth.revocation)
-        # Teams inside MLflow (issue 19): each key reads and writes its team's objects only. Off
-        # until every test and deployment of the gateway has its objects' owners recorded.
-        "mlflow_ownership": os.environ.get("HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP", "off").strip().lower() in ("on", "1", "true"),
+        # Teams inside MLflow (issue 19): each key reads and writes its team's objects only. On
+        # unless a deployment turns it off (README: the risk of "off").
+        "mlflow_ownership": os.environ.get("HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP", "on").strip().lower() not in ("off", "0", "false"),
         **(test_config or {}),
     }
     if not config["internal_uri"]:
