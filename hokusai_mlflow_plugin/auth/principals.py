@@ -50,7 +50,7 @@ def find(session: Session, name: str, kind: str | None = None) -> Principal:
     row = session.scalars(sa.select(Principal).where(Principal.name == (name or "").strip())).one_or_none()
     if row is not None and kind is not None and row.kind != kind:
         raise PrincipalError(f"'{row.name}' is a {row.kind}, not a {kind}: give the name of a {kind} "
-                             f"(see 'hokusai {kind} list').", INVALID)
+                             f"(see 'hokusai {kind} list').", NOT_FOUND)  # there is no {kind} of that name
     if row is None:
         what = kind or "user or team"
         command = f"hokusai {kind} create {name}" if kind else f"hokusai user create {name}"

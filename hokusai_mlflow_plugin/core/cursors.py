@@ -22,6 +22,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ROW_CURSOR = r"^[0-9]{1,15}$"
 TOKEN_CURSOR = r"^[0-9]{1,16}\.[A-Z0-9_-]{1,64}$"
 _FORMS = {1: re.compile(ROW_CURSOR), 2: re.compile(TOKEN_CURSOR)}
+#: the largest id of an INTEGER column (PostgreSQL's is 32 bits): a row cursor may name more
+INT_MAX = 2**31 - 1
 
 
 def encode(*key) -> str:

@@ -173,7 +173,8 @@ def page_registrations(
     query = _where(query, ownership.visible_registrations(caller) if caller is not None else None)
     after = cursors.decode(cursor, 1)
     if after:
-        query = query.where(Registration.id < int(after[0]))
+        # a row id past the column's range (a cursor of the stated form) is past every row
+        query = query.where(Registration.id <= min(int(after[0]) - 1, cursors.INT_MAX))
     found, more = cursors.take(list(session.scalars(query)), limit)
     return found, cursors.encode(found[-1].id) if more else None
 

@@ -24,8 +24,9 @@ def register_logged(
 ) -> Outcome:
     """The decision on a new version of ``model_name`` (default ``hokusai-<token>``) made from the
     logged model at ``model_uri``. ``TokenError`` (404) for an unknown token; ``ModelError``
-    (409) for a token that is not draft; ``BadOption`` or ``BadModelUri`` (422) for a bar that
-    differs from the token's or a URI that names no model."""
+    (409) for a token that is not draft; ``BadOption`` (409) for a metric or baseline that differs
+    from the token's own or that neither gives, (422) for a baseline out of its metric's range; ``BadModelUri`` (422) for a URI
+    not of a logged model's form, (404) for one that names no run or LoggedModel in MLflow."""
     versions.parse_model_uri(model_uri)  # a malformed URI is refused before anything is written
     with service.sessions.begin() as session:
         token = tokens.get(session, token_id)

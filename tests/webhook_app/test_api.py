@@ -118,7 +118,10 @@ def test_events_list_detail_and_redelivery(pg_stack, api):
     assert bulk.status_code == 202 and bulk.json()["redelivered"] >= 1
     assert admin.get(f"/events/{event_id}").json()["deliveries"][0]["status"] == "pending"
     refused = assert_problem(admin.post("/events/redeliver?since=yesterday"), 422, "since")
-    assert "datetime" in refused["errors"][0]["message"]  # the document states it: format date-time
+    assert "RFC 3339 date-time" in refused["errors"][0]["message"]  # the document states it: format date-time
+    for loose in ("0.5", "2026-12-01", "2026-12-01T00:00:00"):  # pydantic alone would take each
+        assert_problem(admin.post(f"/events/redeliver?since={loose}"), 422, "since")
+    assert admin.post("/events/redeliver?since=2026-12-01T00:00:00%2B02:00").status_code == 202
     assert_problem(admin.get("/events?status=lost"), 422)
 
 

@@ -63,14 +63,15 @@ def test_unknown_tokens_bad_uris_and_a_lower_bar_are_refused_and_write_nothing(s
     uri = logged(0.9)[0]
     assert_problem(registrar.post("/models/register", json={"token_id": token_id, "model_uri": uri}), 404, f"Unknown token '{token_id}'")
     stack.create_token(token_id, "auroc", 0.82, owner="test")
-    for body, field in [
-        ({"token_id": token_id, "model_uri": "s3://bucket/model.pkl"}, "model_uri"),
-        ({"token_id": token_id, "model_uri": "models:/m-" + "0" * 32}, "model_uri"),
-        ({"token_id": token_id, "model_uri": uri, "baseline": 0.5}, "baseline"),
-        ({"token_id": token_id, "model_uri": uri, "metric": "f1"}, "metric"),
-        ({"token_id": token_id}, "model_uri"),
+    for body, status, field in [
+        ({"token_id": token_id, "model_uri": "s3://bucket/model.pkl"}, 422, "model_uri"),  # not a logged model's form
+        ({"token_id": token_id, "model_uri": "models:/m-" + "0" * 32}, 404, "model_uri"),  # no such LoggedModel
+        ({"token_id": token_id, "model_uri": f"runs:/{'0' * 32}/model"}, 404, "model_uri"),  # no such run
+        ({"token_id": token_id, "model_uri": uri, "metric": "auroc", "baseline": 0.5}, 409, "baseline"),  # its own: 0.82
+        ({"token_id": token_id, "model_uri": uri, "metric": "f1"}, 409, "metric"),  # the token's own is auroc
+        ({"token_id": token_id}, 422, "model_uri"),
     ]:
-        problem = assert_problem(registrar.post("/models/register", json={**body, "model_name": unique_name}), 422)
+        problem = assert_problem(registrar.post("/models/register", json={**body, "model_name": unique_name}), status)
         assert field in [e["field"] for e in problem.get("errors", [])] or field in problem["detail"], problem
     assert stack.token(token_id)["status"] == "draft"
     assert stack.client.search_model_versions(f"name = '{unique_name}'") == []

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from flask import request, url_for
 from flask_openapi3 import APIBlueprint
+from werkzeug.routing import BaseConverter
+
+from webhook_app.api.schemas import EVENT_ID
 
 SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key, hk_<key id>_<secret>."}}
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", abp_security=[{"bearer": []}])
+
+
+class EventId(BaseConverter):
+    """``<event_id:...>``: a path segment that is an event id (a uuid4, as the document states),
+    so that ``/events/redeliver`` is not also ``GET /events/<event_id>`` (whose method an ``Allow``
+    header would then advertise there)."""
+
+    regex = EVENT_ID.removeprefix("^").removesuffix("$")
+
+
+CONVERTERS = {"event_id": EventId}
 
 
 def next_link(cursor: str | None) -> str | None:

@@ -34,14 +34,14 @@ def list_events(query: EventQuery):
     return page(items, cursor)
 
 
-@bp.get("/events/<event_id>", responses={200: EventDetail, 401: Problem, 403: Problem, 404: Problem}, summary="An event, each sink's delivery and every attempt")
+@bp.get("/events/<event_id:event_id>", responses={200: EventDetail, 401: Problem, 403: Problem, 404: Problem}, summary="An event, each sink's delivery and every attempt")
 @needs(READ, OBJECT)
 def show_event(path: EventPath):
     with _sessions()() as session:
         return outbox.event_detail(session, path.event_id, caller=g.caller)
 
 
-@bp.post("/events/<event_id>/redeliver", responses={202: EventDetail, 401: Problem, 403: Problem, 404: Problem}, summary="Send an event again to every sink")
+@bp.post("/events/<event_id:event_id>/redeliver", responses={202: EventDetail, 401: Problem, 403: Problem, 404: Problem}, summary="Send an event again to every sink")
 @needs(ADMIN, OPERATOR)
 def redeliver_event(path: EventPath):
     with _sessions().begin() as session:

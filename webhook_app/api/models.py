@@ -27,7 +27,12 @@ def register_model(body: RegisterBody):
     """Creates the MLflow model version of a model that is logged already, and returns the
     decision of the same registration service the webhook uses (synchronously; the webhook's
     delivery of the same version then finds it decided). The caller needs ``register`` on the
-    token, and the model counts only if its makers have it too (provenance, in ``register()``)."""
+    token, and the model counts only if its makers have it too (provenance, in ``register()``).
+
+    404: no such token (or not one the key may see), or no such run or LoggedModel in MLflow
+    for `model_uri`. 409: the token is not draft, or the request's metric or baseline differs
+    from the token's own, or the token has none and the request gives none. 422: the body is wrong (a `model_uri` not of a logged model's form).
+    """
     service = current_app.extensions["hokusai"]
     with service.sessions() as session:
         ownership.token_for(session, g.caller, body.token_id, ownership.REGISTER_RIGHT)

@@ -114,7 +114,8 @@ def list_api_keys():
         return {"items": [k.to_dict() for k in keys.list_keys(session)]}
 
 
-@bp.post("/keys", responses={201: NewApiKey, **ADMIN_ANSWERS}, summary="Create an API key (its secret is shown once)")
+@bp.post("/keys", responses={201: NewApiKey, 409: Problem, **ADMIN_ANSWERS},
+         summary="Create an API key (its secret is shown once)")
 @needs(ADMIN, OPERATOR)
 def create_api_key(body: KeyCreate):
     scopes = keys.parse_scopes(",".join(body.scopes))

@@ -7,10 +7,11 @@ flask-openapi3 does not say (media types, headers, tags, links)."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from hokusai_mlflow_plugin.auth import keys, principals
 from hokusai_mlflow_plugin.core import cursors, tags
@@ -33,6 +34,8 @@ MODEL_URI = f"^(?:{versions.RUNS_URI.pattern}|{versions.MODELS_URI.pattern})$"
 # MLflow's rule for a registered model's name (no '/' nor ':', not blank), narrowed to what a path,
 # a tag and a filter carry safely: letters, digits, '.', '_', '-' and inner spaces.
 MODEL_NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9._ -]{0,254}[A-Za-z0-9._-])?$"
+# Free text the server compares or stores: any characters but NUL, which PostgreSQL's text refuses.
+TEXT = r"^[^\x00]*$"
 MetricName = Literal[tuple(sorted(METRICS))]  # type: ignore[valid-type]
 
 TokenStatus = Literal["draft", "registered", "deployed", "archived"]
@@ -128,7 +131,7 @@ class Problem(BaseModel):
 
 class TokenQuery(Strict):
     status: TokenStatus | None = None
-    q: str | None = Field(default=None, max_length=64, description="A part of the token id.")
+    q: str | None = Field(default=None, max_length=64, pattern=TEXT, description="A part of the token id.")
     unowned: bool = Field(default=False, description="Only tokens with no owner (which admin keys alone reach).")
     limit: int = Limit
     cursor: str | None = TokenCursor
@@ -243,7 +246,7 @@ class Decision(BaseModel):
 class RegistrationQuery(Strict):
     token: str | None = Field(default=None, max_length=64, pattern=TOKEN_ID)
     status: Literal["registered", "rejected"] | None = None
-    model: str | None = Field(default=None, max_length=256)
+    model: str | None = Field(default=None, max_length=256, pattern=TEXT)
     limit: int = Limit
     cursor: str | None = RowCursor
 
@@ -258,7 +261,7 @@ class RegistrationPage(BaseModel):
 
 class EventQuery(Strict):
     status: DeliveryStatus | None = Field(default=None, description="Events with a delivery in this state.")
-    type: str | None = Field(default=None, max_length=64)
+    type: str | None = Field(default=None, max_length=64, pattern=TEXT)
     token: str | None = Field(default=None, max_length=64, pattern=TOKEN_ID)
     limit: int = Limit
     cursor: str | None = RowCursor
@@ -268,9 +271,23 @@ class EventPath(Strict):
     event_id: str = Field(max_length=36, pattern=EVENT_ID)
 
 
+# RFC 3339's date-time, its offset included (what ``format: date-time`` means); pydantic alone takes
+# more (a number of seconds, a date, no offset), which the document would not say.
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("use an RFC 3339 date-time with its offset, such as 2026-12-01T00:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
 class BulkRedeliverQuery(Strict):
     status: Literal["dead", "failed"] = "dead"
-    since: datetime | None = Field(default=None, description="RFC 3339: only deliveries created since then (UTC if no offset).")
+    since: DateTime | None = Field(default=None, description="RFC 3339, with its offset: only deliveries created since then.")
 
 
 class Delivery(BaseModel):
@@ -416,7 +433,7 @@ class Me(BaseModel):
 
 
 class DeploymentBody(Strict):
-    model_name: str = Field(min_length=1, max_length=256, description="The token's registered model.")
+    model_name: str = Field(min_length=1, max_length=256, pattern=TEXT, description="The token's registered model.")
     version: str = Field(min_length=1, max_length=32, pattern=r"^[0-9]+$", description="The token's registered version.")
     target: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                         description="Where it serves, such as production; it becomes the version's alias in MLflow (so not 'latest' nor v<number>).")
@@ -428,7 +445,7 @@ class Deployment(Token):
 
 
 class ArchiveBody(Strict):
-    reason: str | None = Field(default=None, max_length=2000, description="Why, for the token's history.")
+    reason: str | None = Field(default=None, max_length=2000, pattern=TEXT, description="Why, for the token's history.")
 
 
 class Transition(BaseModel):
