@@ -34,8 +34,10 @@ class Source:
 
 
 def parse_model_uri(uri: str) -> tuple[str, str, str | None]:
-    """``("runs", run_id, path)`` or ``("models", model_id, None)``; ``BadModelUri`` otherwise."""
-    uri = (uri or "").strip()
+    """``("runs", run_id, path)`` or ``("models", model_id, None)``; ``BadModelUri`` otherwise.
+    Taken as given, never stripped: the API's document states these patterns, and a URI it allows
+    (``runs:/<id>/`` and a vertical tab) must not become one they refuse."""
+    uri = uri or ""
     if match := RUNS_URI.fullmatch(uri):
         return "runs", match.group(1), match.group(2).strip("/")
     if match := MODELS_URI.fullmatch(uri):
