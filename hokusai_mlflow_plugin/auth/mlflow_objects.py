@@ -20,12 +20,14 @@ The gateway asks here, and carries no rule of its own (DESIGN.md, "Who may do wh
 
 from __future__ import annotations
 
+import shlex
 from importlib import import_module
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from hokusai_mlflow_plugin.auth import principals
 from hokusai_mlflow_plugin.auth.keys import ADMIN, REGISTER, Caller
 from hokusai_mlflow_plugin.auth.ownership import principal_ids
 from hokusai_mlflow_plugin.core.errors import (
@@ -76,10 +78,13 @@ def judge(kind: str, object_id: str, have: int, need: int, caller: Caller) -> Ml
         return None
     if have == NONE:
         return hidden(kind, object_id)
-    if need == EDIT and have == EDIT:  # edit, not own: may not share
-        return MlflowObjectError(f"Only the owner of {what(kind, object_id)} may share it.", FORBIDDEN)
+    if need == OWN:  # a share (read or edit) lets in, never on
+        return MlflowObjectError(f"Only the owner of {what(kind, object_id)} (a member of its owning team) or an admin "
+                                 "may share it.", FORBIDDEN)
+    word = "experiment" if kind == EXPERIMENT else "model"
     return MlflowObjectError(f"API key {caller.key_id} may read {what(kind, object_id)} but not change it: ask its owner "
-                             f"for edit ('hokusai mlflow share {object_id} TEAM --permission edit').", FORBIDDEN)
+                             f"for edit ('hokusai mlflow share {word} {shlex.quote(str(object_id))} TEAM --permission edit').",
+                             FORBIDDEN)
 
 
 # -- rights ---------------------------------------------------------------------------------------------
@@ -216,6 +221,37 @@ def unshare(session: Session, caller: Caller, kind: str, object_id: str, princip
 def shares(session: Session, kind: str, object_id: str) -> list[tuple[int, str]]:
     return [(r.principal_id, r.permission) for r in session.scalars(
         sa.select(MlflowShare).where(MlflowShare.kind == kind, MlflowShare.object_id == str(object_id)))]
+
+
+def share_view(session: Session, caller: Caller, kind: str, object_id: str) -> dict:
+    """The object's owner and its shares, by name, for a caller that may read it (404 otherwise,
+    and for an object the gateway never recorded)."""
+    if kind not in KINDS:
+        raise MlflowObjectError(f"{kind!r} is not an MLflow object that has owners: use experiment or model.", INVALID)
+    refusal = judge(kind, object_id, right(session, caller, kind, object_id), READ, caller)
+    row = session.get(MlflowObject, (kind, str(object_id)))
+    if refusal is not None or row is None:
+        raise refusal or hidden(kind, object_id)
+    owner = session.get(Principal, row.owner_id) if row.owner_id is not None else None
+    found = session.execute(sa.select(Principal.name, Principal.kind, MlflowShare.permission)
+                            .join(Principal, Principal.id == MlflowShare.principal_id)
+                            .where(MlflowShare.kind == kind, MlflowShare.object_id == str(object_id))
+                            .order_by(Principal.name)).all()
+    return {"kind": kind, "object_id": str(object_id), "owner": owner.name if owner is not None else None,
+            "shares": [{"name": n, "kind": k, "permission": p} for n, k, p in found]}
+
+
+def share_named(session: Session, caller: Caller, kind: str, object_id: str, name: str, permission: str | None) -> dict:
+    """Share the object with the team or user ``name`` (``permission`` read or edit), or take the
+    share away (``permission`` None); the object's owner and shares after it."""
+    if kind not in KINDS:
+        raise MlflowObjectError(f"{kind!r} is not an MLflow object that has owners: use experiment or model.", INVALID)
+    who = principals.find(session, name)
+    if permission is None:
+        unshare(session, caller, kind, object_id, who.id)
+    else:
+        share(session, caller, kind, object_id, who.id, permission)
+    return share_view(session, caller, kind, object_id)
 
 
 def _insert_once(conn: sa.Connection, table: sa.Table, values: dict, key: list[str]) -> None:

@@ -14,6 +14,7 @@ from hokusai_mlflow_plugin.cli.common import Context
 from hokusai_mlflow_plugin.cli.db import db
 from hokusai_mlflow_plugin.cli.events import events
 from hokusai_mlflow_plugin.cli.gateway import gateway
+from hokusai_mlflow_plugin.cli.mlflow import mlflow
 from hokusai_mlflow_plugin.cli.model import model
 from hokusai_mlflow_plugin.cli.reconcile import reconcile
 from hokusai_mlflow_plugin.cli.stack import demo, up
@@ -38,5 +39,5 @@ def main(ctx, config_file, database_url, tracking_uri, debug):
     ctx.obj = Context(config_file, {"database_url": database_url, "tracking_uri": tracking_uri}, debug)
 
 
-for command in (db, token, model, events, reconcile, webhook, gateway, apikey, user, team, up, demo):
+for command in (db, token, model, events, reconcile, webhook, gateway, apikey, user, team, mlflow, up, demo):
     main.add_command(command)

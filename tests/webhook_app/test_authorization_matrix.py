@@ -22,10 +22,13 @@ from hokusai_mlflow_plugin.auth import keys, principals
 from hokusai_mlflow_plugin.db.migrate import upgrade
 from hokusai_mlflow_plugin.db.models import (
     DEAD,
+    EXPERIMENT,
+    REGISTERED_MODEL,
     TEAM,
     USER,
     Base,
     Delivery,
+    MlflowObject,
     OutboxEvent,
     Registration,
     Token,
@@ -43,6 +46,7 @@ from webhook_app.console.signin import ACCESS as CONSOLE_ACCESS
 OUTSIDE = {"hokusai.mlflow_webhook", "hokusai.health", "hokusai.ready", "hokusai.metrics", "static", "console.static"}
 
 BOB_TOKEN, SHARED_TOKEN, ALICE_TOKEN = "BOB1", "SHARED1", "ALICE1"
+BOB_EXPERIMENT = "41"  # an MLflow experiment of team B's (the shares' routes)
 MODEL_URI = "models:/m-" + "0" * 32
 
 
@@ -67,6 +71,9 @@ def world(request, tmp_path_factory):
         tokens.create(s, SHARED_TOKEN, "auroc", 0.8, owner="team-b")
         tokens.grant(s, SHARED_TOKEN, "team-a", "read")
         tokens.create(s, ALICE_TOKEN, "auroc", 0.8, owner="alice")
+        for kind, object_id in ((EXPERIMENT, BOB_EXPERIMENT), (REGISTERED_MODEL, "bob-model")):  # team B's in MLflow
+            s.add(MlflowObject(kind=kind, object_id=object_id, owner_id=principals.find(s, "team-b").id,
+                               creator_id=principals.find(s, "bob").id, key_id="bob"))
         made = {
             "alice": keys.create(s, "alice-laptop", ("read", "register", "deploy"), user="alice"),
             "alice_read": keys.create(s, "alice-read", ("read",), user="alice"),
@@ -128,7 +135,7 @@ def snapshot(url: str) -> dict:
 def bobs_path(rule, world) -> str:
     """The rule's path with bob's objects in its variables."""
     values = {"token_id": BOB_TOKEN, "event_id": world["events"][BOB_TOKEN], "key_id": world["key_ids"]["bob"],
-              "user": "bob", "filename": "console.css"}
+              "user": "bob", "filename": "console.css", "experiment_id": BOB_EXPERIMENT, "model_name": "bob-model"}
     if "name" in rule.arguments:
         values["name"] = "team-b" if "/teams" in rule.rule else "bob"
     return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: values[m.group(1)], rule.rule)
@@ -145,6 +152,8 @@ BODIES = {
     "api.create_api_key": {"name": "stolen", "scopes": ["admin"], "user": "bob"},
     "api.deploy_token": {"model_name": "bob-model", "version": "1", "target": "production"},
     "api.archive_token": {"reason": "taken over"},
+    "api.share_experiment": {"permission": "edit"},
+    "api.share_model": {"permission": "edit"},
 }
 FORMS = {"console.key_create": {"name": "stolen", "scope": "admin"}, "console.redeliver_dead": {"confirm": "yes"}}
 

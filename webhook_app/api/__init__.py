@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from hokusai_mlflow_plugin.core.errors import HokusaiError
 from hokusai_mlflow_plugin.db.errors import explain
-from webhook_app.api import auth, document, events, lifecycle, models, people, problems, reconcile, tokens  # noqa: F401 (their routes)
+from webhook_app.api import auth, document, events, lifecycle, mlflow_shares, models, people, problems, reconcile, tokens  # noqa: F401 (their routes)
 from webhook_app.api.blueprint import CONVERTERS, SECURITY_SCHEMES, bp
 
 __all__ = ["SECURITY_SCHEMES", "bp", "init_app", "problems"]

@@ -463,3 +463,41 @@ class Transition(BaseModel):
 
 class HistoryPage(BaseModel):
     items: list[Transition]
+
+
+# -- MLflow objects' shares (webhook_app.api.mlflow_shares) ----------------------------------------------
+
+EXPERIMENT_ID = r"^[0-9]{1,19}$"  # MLflow's experiment ids are integers
+
+
+class ExperimentPath(Strict):
+    experiment_id: str = Field(max_length=19, pattern=EXPERIMENT_ID, description="The experiment's id in MLflow.")
+
+
+class ExperimentSharePath(ExperimentPath):
+    name: str = PrincipalName
+
+
+class ModelPath(Strict):
+    model_name: str = Field(min_length=1, max_length=256, pattern=MODEL_NAME, description="The registered model's name.")
+
+
+class ModelSharePath(ModelPath):
+    name: str = PrincipalName
+
+
+class ShareBody(Body):
+    permission: Literal["read", "edit"] = Field(description="read: see it; edit: also write it (only the owner shares).")
+
+
+class MlflowShare(BaseModel):
+    name: str
+    kind: Literal["user", "team"]
+    permission: Literal["read", "edit"]
+
+
+class MlflowShares(BaseModel):
+    kind: Literal["experiment", "registered_model"]
+    object_id: str
+    owner: str | None = Field(description="The owning team or user; null: made by an operator's key (admins only).")
+    shares: list[MlflowShare]
