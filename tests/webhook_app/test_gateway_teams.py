@@ -106,10 +106,19 @@ def test_another_team_s_objects_do_not_exist_for_you(teams, monkeypatch):
     assert alice.search_logged_models(experiment_ids=[experiment]) == []
     with pytest.raises(Exception):
         mlflow.pyfunc.load_model(f"models:/{model_name}/1")
+    # nor is his logged model linked into her own run (the run is hers; the model must be readable)
+    her_run = alice.create_run(mine[0]).info.run_id
+    for path, body in (("runs/outputs", {"run_id": her_run, "models": [{"model_id": info.model_id, "step": 0}]}),
+                       ("runs/log-inputs", {"run_id": her_run, "models": [{"model_id": info.model_id}]})):
+        assert requests.post(f"{gw}/api/2.0/mlflow/{path}", json=body, headers=auth, timeout=30).status_code == 404, path
 
     carol = _as(monkeypatch, key["carol"])  # bob's teammate
     assert carol.get_run(run_id).info.run_id == run_id
     carol.set_tag(run_id, "reviewed", "yes")
+    carols_run = carol.create_run(experiment).info.run_id  # her team's model, linked into her team's run
+    linked = {"run_id": carols_run, "models": [{"model_id": info.model_id, "step": 0}]}
+    assert requests.post(f"{gw}/api/2.0/mlflow/runs/outputs", json=linked, headers={"Authorization": f"Bearer {key['carol']}"},
+                         timeout=30).status_code == 200
     assert [m.name for m in carol.search_registered_models(f"name = '{model_name}'")] == [model_name]
     assert mlflow.pyfunc.load_model(f"models:/{model_name}/1") is not None
 

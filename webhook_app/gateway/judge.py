@@ -56,10 +56,11 @@ class Request:
             if name in self.params:
                 found.append(self.params[name])
                 continue
-            node = self.payload
-            for part in name.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            found += node if isinstance(node, list) else [] if node is None else [node]
+            nodes = [self.payload]
+            for part in name.split("."):  # a list on the way counts each of its items (models.model_id)
+                nodes = [n.get(part) for n in nodes if isinstance(n, dict)]
+                nodes = [i for n in nodes for i in (n if isinstance(n, list) else [n]) if i is not None]
+            found += nodes
             found += self.query.getall(name, [])
         return [str(v) for v in found]
 
@@ -80,6 +81,9 @@ async def judge(gateway, caller: keys.Caller, access: Access, req: Request) -> w
                     await _require(owners, caller, OWNED_MODEL, value, need)
                 else:
                     await _require(owners, caller, OWNED_EXPERIMENT, experiment, need)
+        for kind, fields in access.links:  # linked to what is written: read is enough, hidden is a 404
+            for value in req.values(fields):
+                await _require(owners, caller, OWNED_EXPERIMENT, await _experiment_of(gateway, kind, value), objects.READ)
         if access.creates == scopes.EXPERIMENT and req.payload.get("artifact_location"):
             raise HokusaiError("An experiment's artifact location is chosen by the server: leave artifact_location out "
                                "(only an operator's key may set it).", FORBIDDEN)

@@ -364,7 +364,7 @@ async def _owned(request: web.Request, upstream: aiohttp.ClientResponse, gateway
 
 def _body_names(access, params: dict) -> bool:
     """Whether the request's body names what it is judged by (not its path alone)."""
-    if access.search or access.creates or access.default or access.judges_source:
+    if access.search or access.creates or access.default or access.judges_source or access.links:
         return True
     return any(kind != ARTIFACT and not all(f in params for f in fields) for kind, fields in access.subjects)
 

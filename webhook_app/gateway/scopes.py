@@ -128,6 +128,7 @@ class Access:
     creates: str | None = None  # an experiment or registered model: its owner is recorded
     default: bool = False  # its experiment_id 0 (or none) means the caller's own default experiment
     judges_source: bool = False  # a version's creation: its source must be readable by its creator
+    links: tuple[tuple[str, tuple[str, ...]], ...] = ()  # objects tied to the subjects: the caller must read them
 
     @property
     def scope(self) -> str | None:
@@ -180,8 +181,10 @@ _API = {
     ("GET", "2.0/mlflow/runs/get"): _a(READS, _RUN_ID),
     ("POST", "2.0/mlflow/runs/search"): _a(READS, search=SEARCH_RUNS),
     **{("POST", f"2.0/mlflow/runs/{verb}"): _a(WRITES, _RUN_ID) for verb in (
-        "delete", "restore", "update", "set-tag", "delete-tag", "log-batch", "log-inputs", "log-metric", "log-model",
-        "log-parameter", "outputs")},
+        "delete", "restore", "update", "set-tag", "delete-tag", "log-batch", "log-metric", "log-model", "log-parameter")},
+    # a run's inputs and outputs link logged models to it: each must be one the caller may read
+    **{("POST", f"2.0/mlflow/runs/{verb}"): _a(WRITES, _RUN_ID, links=((LOGGED_MODEL, ("models.model_id",)),))
+       for verb in ("log-inputs", "outputs")},
     ("GET", "2.0/mlflow/metrics/get-history"): _a(READS, _RUN_ID),
     ("GET", "2.0/mlflow/metrics/get-history-bulk"): _a(READS, _RUN_ID),
     ("GET", "2.0/mlflow/metrics/get-history-bulk-interval"): _a(READS, (RUN, "run_ids")),
