@@ -1,9 +1,16 @@
 """The MLflow gateway against MLflow direct, side by side in one run (issue 11).
 
 * The run loop: ``start_run`` + 10 x ``log_metric`` + ``end_run`` with ``MlflowClient``, through the
-  gateway (``hokusai gateway serve``'s gunicorn, 1 aiohttp worker, keys on PostgreSQL) against the
-  same loop direct to ``mlflow server --workers 1``. Loops alternate between the two. Goal:
-  gateway / direct <= 1.15 (ratio of medians).
+  gateway (``hokusai gateway serve``'s gunicorn, 1 aiohttp worker, keys on PostgreSQL, teams inside
+  MLflow on as by default: a team member's key in its team's experiment, made through the gateway)
+  against the same loop direct to ``mlflow server --workers 1``. Loops alternate between the two.
+  Goal: gateway / direct <= 1.15 (ratio of medians).
+* Searches over 10,000 objects of 10 teams (issue 19): 10,000 runs (10 experiments of 100 runs per
+  team) and 10,000 registered models (1,000 per team), their owners recorded as the gateway records
+  them; one team's member searches through the gateway (narrowed before the query to its team's
+  objects) against the same call direct (``search_runs`` of its experiments; ``search_registered_models``
+  as asked, and with the filter the gateway adds, to tell MLflow's part from the gateway's). Goal:
+  gateway / direct <= 1.2.
 * Artifacts: upload and download of one file (``log_artifact``, ``download_artifacts``) through the
   gateway against direct, in MB/s. Goal: gateway / direct >= 0.8.
 * The gateway's own CPU time per ``log-metric`` request (user + system, from /proc, its gunicorn
@@ -13,7 +20,8 @@
   with again at once, 50 times: how many requests the gateway let through after the revocation
   returned (the promise: none), and how long the revocation took.
 
-    .venv/bin/python bench/bench_gateway.py --loops 60 --mb 200 --rounds 3
+    .venv/bin/python bench/bench_gateway.py --loops 60 --mb 200 --rounds 3 --objects 10000 --searches 40
+    (--mb 0 leaves out the artifacts; --objects 0 the searches)
 """
 
 from __future__ import annotations
@@ -91,36 +99,122 @@ def measure_revocations(b, url: str, n: int) -> list[tuple[int, float]]:
     return out
 
 
+def populate(b, direct, objects: int, teams: int, threads: int = 8) -> dict:
+    """``objects`` runs and ``objects`` registered models, split evenly over ``teams`` teams (10
+    experiments per team), made on MLflow directly and recorded as the teams' (as the gateway
+    records what a key makes); a member's key per team. Returns {team: (key, experiment ids, model names)}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sqlalchemy as sa
+
+    from hokusai_mlflow_plugin.auth import keys, principals
+    from hokusai_mlflow_plugin.db.models import EXPERIMENT, REGISTERED_MODEL, TEAM, USER, MlflowObject
+
+    tag = os.urandom(3).hex()
+    made = {}
+    per_team = objects // teams
+    with ThreadPoolExecutor(threads) as pool:
+        for t in range(teams):
+            team = f"team-{t}-{tag}"
+            experiments = [direct.create_experiment(f"bench-{team}-{e}") for e in range(10)]
+            list(pool.map(lambda i: direct.create_run(experiments[i % 10]), range(per_team)))
+            names = [f"model-{team}-{i:05d}" for i in range(per_team)]
+            list(pool.map(direct.create_registered_model, names))
+            with b.sessions.begin() as s:
+                principals.create(s, team, TEAM)
+                principals.create(s, f"user-{team}", USER)
+                principals.add_member(s, team, f"user-{team}")
+                owner = principals.find(s, team).id
+                rows = [{"kind": EXPERIMENT, "object_id": e, "owner_id": owner, "creator_id": owner, "key_id": "bench",
+                         "is_default": False} for e in experiments]
+                rows += [{"kind": REGISTERED_MODEL, "object_id": n, "owner_id": owner, "creator_id": owner, "key_id": "bench",
+                          "is_default": False} for n in names]
+                s.execute(sa.insert(MlflowObject), rows)
+                key = keys.create(s, f"key-{team}", ("read", "register"), user=f"user-{team}").key
+            made[team] = (key, experiments, names)
+            print(f"  made team {t + 1}/{teams}: {per_team} runs, {per_team} registered models", file=sys.stderr)
+    return made
+
+
+def measure_searches(gateway_url: str, mlflow_url: str, team: tuple, n: int) -> dict:
+    """Interleaved, ``n`` each (ms): one team's member searches through the gateway and the same
+    call direct to MLflow."""
+    from mlflow import MlflowClient
+
+    key, experiments, names = team
+    os.environ["MLFLOW_TRACKING_TOKEN"] = key
+    through = MlflowClient(tracking_uri=gateway_url, registry_uri=gateway_url)
+    direct = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
+    own = "name IN (" + ", ".join(f"'{m}'" for m in sorted(names)) + ")"
+
+    def timed(call) -> float:
+        started = time.perf_counter()
+        found = call()
+        assert len(found) == 100, len(found)
+        return (time.perf_counter() - started) * 1000
+
+    cases = {
+        "search_runs, gateway": lambda: through.search_runs(experiments, max_results=100),
+        "search_runs, direct": lambda: direct.search_runs(experiments, max_results=100),
+        "search_registered_models, gateway": lambda: through.search_registered_models(max_results=100),
+        "search_registered_models, direct as asked": lambda: direct.search_registered_models(max_results=100),
+        "search_registered_models, direct with the gateway's filter": lambda: direct.search_registered_models(own, max_results=100),
+    }
+    # what the gateway answers holds only the team's own
+    assert {m.name for m in through.search_registered_models(max_results=100)} <= set(names)
+    assert {r.info.experiment_id for r in through.search_runs(experiments, max_results=100)} <= set(experiments)
+    times = {name: [] for name in cases}
+    for i in range(n + 3):
+        for name, call in (list(cases.items()) if i % 2 == 0 else list(cases.items())[::-1]):
+            elapsed = timed(call)
+            if i >= 3:
+                times[name].append(elapsed)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--loops", type=int, default=60)
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--objects", type=int, default=10000, help="runs, and registered models, of all teams (0: no searches)")
+    parser.add_argument("--teams", type=int, default=10)
+    parser.add_argument("--searches", type=int, default=40)
     args = parser.parse_args()
 
     from mlflow import MlflowClient
 
-    from hokusai_mlflow_plugin.auth import keys
+    from hokusai_mlflow_plugin.auth import keys, principals
+    from hokusai_mlflow_plugin.db.models import TEAM, USER
     from hokusai_mlflow_plugin.stack.local import gateway_command
     from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
 
     print(benchlib.machine_facts())
     scratch = Path(tempfile.mkdtemp(prefix="hokusai-bench-gateway-"))
     with benchlib.Backend("postgresql") as b:
-        with b.sessions.begin() as s:
-            key = keys.create(s, "bench", ("register",)).key
+        with b.sessions.begin() as s:  # a member of a team, as a platform's user is
+            principals.create(s, "bench-team", TEAM)
+            principals.create(s, "bench-user", USER)
+            principals.add_member(s, "bench-team", "bench-user")
+            key = keys.create(s, "bench", ("register",), user="bench-user").key
         port = free_port()
         env = {**os.environ, "HOKUSAI_DATABASE_URL": b.db_url, "HOKUSAI_MLFLOW_INTERNAL_URI": b.mlflow.url, "HOKUSAI_GATEWAY_RATE_LIMIT": "100000/minute", "HOKUSAI_LOG_LEVEL": "WARNING"}
         gateway = ManagedProcess("gateway", gateway_command("127.0.0.1", port, 1), env, b.workdir / "gateway.log").start()
+        # the same gateway with teams inside MLflow off: what isolation itself costs the run loop
+        port_off = free_port()
+        gateway_off = ManagedProcess("gateway-off", gateway_command("127.0.0.1", port_off, 1),
+                                     {**env, "HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP": "off"}, b.workdir / "gateway-off.log").start()
         try:
             gateway.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+            gateway_off.wait_http(f"http://127.0.0.1:{port_off}/health", timeout=60)
             os.environ["MLFLOW_TRACKING_TOKEN"] = key  # sent to both: MLflow direct ignores it
             through = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}/mlflow")
+            through_off = MlflowClient(tracking_uri=f"http://127.0.0.1:{port_off}/mlflow")
             direct = MlflowClient(tracking_uri=b.mlflow.url)
-            experiment = direct.create_experiment("bench-gateway")
-            times = {"gateway": [], "direct": []}
+            experiment = through.create_experiment("bench-gateway")  # the team's, as the gateway records it
+            times = {"gateway": [], "gateway, isolation off": [], "direct": []}
             for i in range(args.loops + 5):
-                order = [("gateway", through), ("direct", direct)]
+                order = [("gateway", through), ("gateway, isolation off", through_off), ("direct", direct)]
                 for name, client in (order if i % 2 == 0 else order[::-1]):
                     elapsed = run_loop(client, experiment)
                     if i >= 5:
@@ -131,7 +225,7 @@ def main() -> None:
                 for _ in range(args.mb):
                     f.write(os.urandom(1024 * 1024))
             rates = {("gateway", "up"): [], ("direct", "up"): [], ("gateway", "down"): [], ("direct", "down"): []}
-            for r in range(args.rounds):
+            for r in range(args.rounds if args.mb else 0):
                 order = [("gateway", through), ("direct", direct)]
                 for name, client in (order if r % 2 == 0 else order[::-1]):
                     run = client.create_run(experiment)
@@ -145,15 +239,23 @@ def main() -> None:
                     shutil.rmtree(target)
             cpu = measure_cpu(f"http://127.0.0.1:{port}/mlflow", key, direct.create_run(experiment).info.run_id, 1000, gateway.pid)
             revocations = measure_revocations(b, f"http://127.0.0.1:{port}/mlflow", 50)
+            searches = None
+            if args.objects:
+                teams = populate(b, direct, args.objects, args.teams)
+                searches = measure_searches(f"http://127.0.0.1:{port}/mlflow", b.mlflow.url, list(teams.values())[3 % args.teams],
+                                            args.searches)
         finally:
             gateway.stop()
+            gateway_off.stop()
             shutil.rmtree(scratch, ignore_errors=True)
     g, d = benchlib.summary(times["gateway"]), benchlib.summary(times["direct"])
+    off = benchlib.summary(times["gateway, isolation off"])
     print(f"\n[run loop] create_run + 10 x log_metric + set_terminated, {args.loops} loops each, interleaved (ms)")
-    print(benchlib.table([("through the gateway", g), ("direct to MLflow", d)]))
+    print(benchlib.table([("through the gateway", g), ("gateway, isolation off", off), ("direct to MLflow", d)]))
     print(f"ratio gateway / direct, medians: {g['median'] / d['median']:.3f}")
+    print(f"ratio gateway with isolation off / direct, medians: {off['median'] / d['median']:.3f}")
     print(f"\n[artifacts] one {args.mb} MB file, {args.rounds} rounds each (MB/s, median)")
-    for way in ("up", "down"):
+    for way in ("up", "down") if args.mb else ():
         gw, dr = statistics.median(rates[("gateway", way)]), statistics.median(rates[("direct", way)])
         print(f"  {way:<5} gateway {gw:7.1f}   direct {dr:7.1f}   ratio {gw / dr:.3f}")
     print(f"\n[gateway CPU] {cpu:.0f} us per log-metric request (gunicorn master and worker, 1,000 requests)")
@@ -162,6 +264,16 @@ def main() -> None:
     print(f"  requests let through after the revocation returned: {sum(late)} in all, at most {max(late)} for one key")
     times = benchlib.summary([r[1] for r in revocations])
     print(f"  the revocation took (ms): median {times['median']:.2f}  p95 {times['p95']:.2f}  max {times['max']:.2f}")
+    if searches is not None:
+        print(f"\n[searches] {args.objects:,} runs and {args.objects:,} registered models of {args.teams} teams; one team's "
+              f"member, pages of 100, {args.searches} each, interleaved (ms)")
+        print(benchlib.table([(name, benchlib.summary(v)) for name, v in searches.items()]))
+        med = {name: statistics.median(v) for name, v in searches.items()}
+        print(f"ratio search_runs gateway / direct, medians: {med['search_runs, gateway'] / med['search_runs, direct']:.3f}")
+        print("ratio search_registered_models gateway / direct as asked, medians: "
+              f"{med['search_registered_models, gateway'] / med['search_registered_models, direct as asked']:.3f}")
+        print("ratio search_registered_models gateway / direct with the gateway's filter, medians: "
+              f"{med['search_registered_models, gateway'] / med['search_registered_models, direct with the gateway' + chr(39) + 's filter']:.3f}")
     print(benchlib.finished())
 
 
