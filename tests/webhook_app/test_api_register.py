@@ -75,6 +75,12 @@ def test_unknown_tokens_bad_uris_and_a_lower_bar_are_refused_and_write_nothing(s
         assert field in [e["field"] for e in problem.get("errors", [])] or field in problem["detail"], problem
     assert stack.token(token_id)["status"] == "draft"
     assert stack.client.search_model_versions(f"name = '{unique_name}'") == []
+    # a token with no bar of its own keeps none when the model named is not there: no half-updated token
+    bare = token_id + "-BARE"
+    stack.create_token(bare, None, None, owner="test")
+    body = {"token_id": bare, "model_uri": "models:/m-" + "0" * 32, "metric": "auroc", "baseline": 0.7}
+    assert_problem(registrar.post("/models/register", json=body), 404, "model_uri")
+    assert (stack.token(bare)["metric_name"], stack.token(bare)["baseline_value"]) == (None, None)
 
 
 def test_503_with_retry_after_when_the_database_or_mlflow_is_down(stack, token_id):
