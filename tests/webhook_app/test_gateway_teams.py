@@ -25,8 +25,8 @@ def _u(stem):
 
 
 @pytest.fixture
-def teams(stack_sqlite, monkeypatch):
-    stack = stack_sqlite
+def teams(stack, monkeypatch):
+    """Each team test on SQLite and on PostgreSQL (MLflow and the token database alike)."""
     process, url = gateway_process(stack.db_url, stack.mlflow.url, stack.mlflow.workdir / f"teams-{uuid.uuid4().hex[:6]}.log")
     names = {t: _u(t) for t in ("team-a", "team-b", "team-c")}
     found = {}
