@@ -59,6 +59,10 @@ class MlflowObjectError(HokusaiError):
     """A request on an MLflow object that the caller may not make (404 hidden, 403 forbidden)."""
 
 
+class HiddenSource(MlflowObjectError):
+    """A version's source in an experiment the caller may not read: said as a missing one."""
+
+
 def is_admin(caller: Caller) -> bool:
     return caller.allows(ADMIN)
 
@@ -182,6 +186,26 @@ def experiment_of(conn: sa.Connection, kind: str, object_id: str) -> str | None:
     """The experiment a recorded run or logged model was made in, or None if unrecorded."""
     return conn.execute(sa.select(MlflowMaker.experiment_id).where(
         MlflowMaker.object_id == object_id, MlflowMaker.kind == kind)).scalar()
+
+
+def require_for_version(session: Session, caller: Caller, source: tuple[str, str] | None, model_name: str) -> None:
+    """A version made outside the gateway (the API's ``POST /models/register``) keeps the gateway's
+    rules where they are recorded: its source run or logged model (``source``: its maker's kind
+    and id), if made in an owned experiment, must be one the caller may read (else
+    ``MlflowObjectError`` 404, as a missing one), and its registered model, if owned, one it may
+    write. What the gateway never recorded (made on MLflow directly) stays as it was: provenance
+    judges it."""
+    if is_admin(caller):
+        return
+    if source is not None:
+        experiment = experiment_of(session, source[0], source[1])
+        if experiment is not None and session.get(MlflowObject, (EXPERIMENT, experiment)) is not None \
+                and right(session, caller, EXPERIMENT, experiment) < READ:
+            raise HiddenSource(f"No {source[0].replace('_', ' ')} {source[1]}, or not one your key may see.", NOT_FOUND)
+    if session.get(MlflowObject, (REGISTERED_MODEL, model_name)) is not None:
+        refusal = judge(REGISTERED_MODEL, model_name, right(session, caller, REGISTERED_MODEL, model_name), EDIT, caller)
+        if refusal is not None:
+            raise refusal
 
 
 # -- shares ---------------------------------------------------------------------------------------------

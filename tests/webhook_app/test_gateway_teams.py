@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from hokusai_mlflow_plugin.auth import keys, mlflow_objects, principals
 from hokusai_mlflow_plugin.db.models import EXPERIMENT, TEAM, USER
+from hokusai_mlflow_plugin.registration import tokens
 from tests.live_stack import gateway_process
 from webhook_app.gateway import create_app
 from webhook_app.gateway.proxy import GATEWAY
@@ -106,6 +107,21 @@ def test_another_team_s_objects_do_not_exist_for_you(teams, monkeypatch):
     assert alice.search_logged_models(experiment_ids=[experiment]) == []
     with pytest.raises(Exception):
         mlflow.pyfunc.load_model(f"models:/{model_name}/1")
+    # nor registered through the API: his logged model reads as a missing one, his registered model too
+    token_id = f"ALICE-{uuid.uuid4().hex[:6].upper()}"
+    with stack.sessions.begin() as s:
+        tokens.create(s, token_id, "auroc", 0.5, owner=names["team-a"])  # alice's team's
+    register = f"{stack.receiver.url}/api/v1/models/register"
+    ghost = f"models:/m-{uuid.uuid4().hex}"
+    answers = [requests.post(register, json={"token_id": token_id, "model_uri": uri}, headers=auth, timeout=60)
+               for uri in (info.model_uri, ghost)]
+    assert [a.status_code for a in answers] == [404, 404], answers[0].text
+    assert answers[0].json()["detail"].replace(info.model_id, "<id>") == answers[1].json()["detail"].replace(ghost[8:], "<id>")
+    alices_run = alice.create_run(mine[0]).info.run_id
+    into_his = requests.post(register, json={"token_id": token_id, "model_uri": f"runs:/{alices_run}/model",
+                                             "model_name": model_name}, headers=auth, timeout=60)
+    assert into_his.status_code == 404 and model_name in into_his.json()["detail"]
+    assert [v.version for v in MlflowClient(tracking_uri=stack.mlflow.url).search_model_versions(f"name = '{model_name}'")] == ["1"]
     # nor is his logged model linked into her own run (the run is hers; the model must be readable)
     her_run = alice.create_run(mine[0]).info.run_id
     for path, body in (("runs/outputs", {"run_id": her_run, "models": [{"model_id": info.model_id, "step": 0}]}),

@@ -6,8 +6,11 @@ import logging
 
 from flask import current_app, g
 
-from hokusai_mlflow_plugin.auth import ownership
+from hokusai_mlflow_plugin.auth import mlflow_objects, ownership
 from hokusai_mlflow_plugin.auth.keys import READ, REGISTER
+from hokusai_mlflow_plugin.core.errors import NOT_FOUND
+from hokusai_mlflow_plugin.db.models import MADE_LOGGED_MODEL, MADE_RUN
+from hokusai_mlflow_plugin.mlflow_io import versions
 from hokusai_mlflow_plugin.registration import tokens
 from hokusai_mlflow_plugin.submit.logged import register_logged
 from webhook_app.api.blueprint import bp, page
@@ -30,12 +33,20 @@ def register_model(body: RegisterBody):
     token, and the model counts only if its makers have it too (provenance, in ``register()``).
 
     404: no such token (or not one the key may see), or no such run or LoggedModel in MLflow
-    for `model_uri`. 409: the token is not draft, or the request's metric or baseline differs
+    for `model_uri` (or one in another team's experiment, or a `model_name` another team owns:
+    teams inside MLflow). 409: the token is not draft, or the request's metric or baseline differs
     from the token's own, or the token has none and the request gives none. 422: the body is wrong (a `model_uri` not of a logged model's form).
     """
     service = current_app.extensions["hokusai"]
+    kind, ident, _ = versions.parse_model_uri(body.model_uri)
     with service.sessions() as session:
-        ownership.token_for(session, g.caller, body.token_id, ownership.REGISTER_RIGHT)
+        token = ownership.token_for(session, g.caller, body.token_id, ownership.REGISTER_RIGHT)
+        try:  # teams inside MLflow: another team's run or model is as missing here as through the gateway
+            mlflow_objects.require_for_version(session, g.caller, (MADE_RUN if kind == "runs" else MADE_LOGGED_MODEL, ident),
+                                               body.model_name or f"hokusai-{token.token_id.lower()}")
+        except mlflow_objects.HiddenSource:
+            raise versions.BadModelUri(f"MLflow has no {'LoggedModel' if kind == 'models' else 'run'} '{ident}' "
+                                       f"(model_uri {body.model_uri!r}).", NOT_FOUND) from None
     outcome = register_logged(service, body.token_id, body.model_uri, body.model_name, body.metric, body.baseline)
     _logger.info("API key %s registered %s v%s for %s: %s", g.caller.key_id, outcome.model_name,
                  outcome.model_version, outcome.token_id, outcome.status)
