@@ -9,6 +9,7 @@ import uuid
 
 import mlflow
 import pytest
+import requests
 
 from hokusai_mlflow_plugin.auth import keys, mlflow_objects, principals
 from hokusai_mlflow_plugin.db.models import EXPERIMENT, TEAM, USER
@@ -116,6 +117,11 @@ def test_a_teammate_registers_for_the_teams_token(stack, tenants, unique_name):
     assert answer.json()["status"] == "registered", answer.json()
     token = stack.token(tenants.token["BOB1"])
     assert (token["status"], token["mlflow_run_id"]) == ("registered", run_id)
+    # the registered model the API made is her team's in MLflow: bob reaches it through the gateway, alice does not
+    get = f"{stack.gateway_url}/mlflow/api/2.0/mlflow/registered-models/get"
+    for who, status in (("carol", 200), ("bob", 200), ("alice", 404)):
+        answer = requests.get(get, params={"name": unique_name}, headers={"Authorization": f"Bearer {tenants.key[who]}"}, timeout=30)
+        assert answer.status_code == status, (who, answer.text)
 
 
 def test_a_register_grant_lets_its_holder_register(stack, tenants, unique_name):

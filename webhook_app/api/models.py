@@ -9,7 +9,7 @@ from flask import current_app, g
 from hokusai_mlflow_plugin.auth import mlflow_objects, ownership
 from hokusai_mlflow_plugin.auth.keys import READ, REGISTER
 from hokusai_mlflow_plugin.core.errors import NOT_FOUND
-from hokusai_mlflow_plugin.db.models import MADE_LOGGED_MODEL, MADE_RUN
+from hokusai_mlflow_plugin.db.models import MADE_LOGGED_MODEL, MADE_RUN, REGISTERED_MODEL
 from hokusai_mlflow_plugin.mlflow_io import versions
 from hokusai_mlflow_plugin.registration import tokens
 from hokusai_mlflow_plugin.submit.logged import register_logged
@@ -48,6 +48,9 @@ def register_model(body: RegisterBody):
             raise versions.BadModelUri(f"MLflow has no {'LoggedModel' if kind == 'models' else 'run'} '{ident}' "
                                        f"(model_uri {body.model_uri!r}).", NOT_FOUND) from None
     outcome = register_logged(service, body.token_id, body.model_uri, body.model_name, body.metric, body.baseline)
+    if str(outcome.model_version) == "1":  # its first version: a model this call made is the caller's team's
+        with service.sessions.begin() as session:
+            mlflow_objects.record_owner(session.connection(), REGISTERED_MODEL, outcome.model_name, g.caller)
     _logger.info("API key %s registered %s v%s for %s: %s", g.caller.key_id, outcome.model_name,
                  outcome.model_version, outcome.token_id, outcome.status)
     return {
