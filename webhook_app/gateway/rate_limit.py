@@ -14,8 +14,8 @@ import math
 import time
 
 from limits import parse
-from limits.storage import storage_from_string
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
 
 from hokusai_mlflow_plugin.config import rate_limit_problem
 from hokusai_mlflow_plugin.core.errors import ConfigError
