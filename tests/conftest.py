@@ -3,6 +3,7 @@ receiver for their webhooks."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import mlflow
@@ -18,9 +19,17 @@ CAPTURE_SECRET = "capture-secret-for-tests"
 
 @pytest.fixture(autouse=True)
 def _clean_hokusai_env(monkeypatch):
-    """Tests start with no Hokusai or MLflow variables from the developer's shell."""
-    for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI"):
+    """Tests start with no Hokusai or MLflow variables from the developer's shell, and with no
+    active MLflow experiment: ``mlflow.set_experiment`` is process-wide, and an experiment id of
+    one test's server means nothing (or another experiment) on the next test's."""
+    for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID",
+                "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+    mlflow.tracking.fluent._active_experiment_id = None
+    yield
+    mlflow.tracking.fluent._active_experiment_id = None
+    for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(var, None)
 
 
 @pytest.fixture(scope="session")
