@@ -8,44 +8,90 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import logging
 import uuid
 from http.server import BaseHTTPRequestHandler
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from tests.api_helpers import assert_problem
 from tests.live_stack import GatewayThread, gateway_in_front_of
 
 
-@pytest.fixture
-def gateway(pg_stack):
-    url = pg_stack.gateway_url + "/mlflow"
-    yield url
+def _raw(base: str, method: str, path: str, key: str, body: dict | None = None) -> requests.Response:
+    """``method path`` sent byte for byte as written (http.client: no dot segment removed, no
+    escape undone, as requests and urllib3 2.x would), its answer as a ``requests.Response``."""
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {key}", **({"Content-Type": "application/json"} if data else {})}
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        raw = conn.getresponse()
+        answer = requests.Response()
+        answer.status_code, answer.headers, answer._content = raw.status, CaseInsensitiveDict(raw.getheaders()), raw.read()
+        return answer
+    finally:
+        conn.close()
 
 
-def test_an_escaped_path_cannot_pass_a_write_off_as_a_search(pg_stack, gateway):
+DOTS = "The path has '.' or '..' segments"
+
+
+def test_dot_segments_sent_as_written_are_refused_before_any_scope(pg_stack):
+    """Raw ``..`` and ``.`` segments, and ``%2e%2e`` (``..`` once decoded, as MLflow decodes it),
+    reach the gateway as written and are refused with 400, whatever they would resolve to: a read
+    key's "search" that resolves to runs/delete deletes nothing."""
     experiment = pg_stack.client.create_experiment(f"escape-{uuid.uuid4().hex[:8]}")
     run = pg_stack.client.create_run(experiment).info.run_id
-    read = {"Authorization": f"Bearer {pg_stack.api_key('read')}"}
-    for path in ("api/2.0/mlflow/runs/delete%3F/search", "api/2.0/mlflow/runs/delete%23/search"):
-        answer = requests.post(f"{gateway}/{path}", json={"run_id": run}, headers=read, timeout=30)
-        assert answer.status_code != 200, (path, answer.text)
-    dotted = requests.post(f"{gateway}/api/2.0/mlflow/experiments/search-x/../../runs/delete", json={"run_id": run},
-                           headers=read, timeout=30)
-    assert dotted.status_code in (400, 403, 404)
+    read = pg_stack.api_key("read")
+    for path in ("/mlflow/api/2.0/mlflow/experiments/search-x/../../runs/delete",
+                 "/mlflow/api/2.0/mlflow/./runs/delete",
+                 "/mlflow/api/2.0/mlflow/experiments/search-x/%2e%2e/%2E%2E/runs/delete",
+                 "/mlflow/api/2.0/mlflow/experiments/search-x/.%2e/.%2E/runs/delete"):
+        assert_problem(_raw(pg_stack.gateway_url, "POST", path, read, {"run_id": run}), 400, DOTS)
+    # an artifact path (a route with a path of any depth) that climbs out to the webhooks
+    register = pg_stack.api_key("register")
+    climb = f"/mlflow/api/2.0/mlflow-artifacts/artifacts/{experiment}/%2e%2e/%2e%2e/%2e%2e/mlflow/webhooks"
+    assert_problem(_raw(pg_stack.gateway_url, "GET", climb, register), 400, DOTS)
     assert pg_stack.client.get_run(run).info.lifecycle_stage == "active"
 
 
-def test_an_escaped_path_cannot_pass_an_admin_action_off_as_a_write(pg_stack, gateway):
+def test_an_escape_that_ends_a_segment_early_is_judged_as_mlflow_reads_it(pg_stack):
+    """``delete%3F/search`` and ``delete%23/search`` end in /search, but MLflow reads them (decoded
+    once) as no route of its own: the gateway refuses them as the unknown routes they are (404),
+    never as the search they look like."""
+    experiment = pg_stack.client.create_experiment(f"escape-{uuid.uuid4().hex[:8]}")
+    run = pg_stack.client.create_run(experiment).info.run_id
+    read = pg_stack.api_key("read")
+    for escaped, decoded in (("delete%3F/search", "delete?/search"), ("delete%23/search", "delete#/search")):
+        answer = _raw(pg_stack.gateway_url, "POST", f"/mlflow/api/2.0/mlflow/runs/{escaped}", read, {"run_id": run})
+        assert_problem(answer, 404, f"POST /api/2.0/mlflow/runs/{decoded} is not an MLflow route that the gateway serves")
+    assert pg_stack.client.get_run(run).info.lifecycle_stage == "active"
+
+
+def test_a_single_encoded_admin_path_needs_admin(pg_stack):
+    """``delet%65`` is ``delete`` and ``web%68ooks`` is ``webhooks`` to MLflow (shown below on MLflow
+    itself): a register key does not reach the admin routes they name; 403 naming the scope."""
     name = f"escape-{uuid.uuid4().hex[:8]}"
     pg_stack.client.create_registered_model(name)
-    register = {"Authorization": f"Bearer {pg_stack.api_key('register')}"}
-    answer = requests.delete(f"{gateway}/api/2.0/mlflow/registered-models/delet%2565", json={"name": name}, headers=register, timeout=30)
-    assert answer.status_code != 200
+    pg_stack.own("registered_model", name)  # the key's user owns it: only the scope stands in the way
+    register = pg_stack.api_key("register")
+    assert _raw(pg_stack.mlflow.url, "GET", "/api/2.0/mlflow/web%68ooks", "-").json()["webhooks"]  # MLflow decodes once
+    for method, path, body in (("DELETE", "/mlflow/api/2.0/mlflow/registered-models/delet%65", {"name": name}),
+                               ("DELETE", "/mlflow/api/2.0/mlflow/registered-models/%64elete", {"name": name}),
+                               ("GET", "/mlflow/api/2.0/mlflow/web%68ooks", None),
+                               ("GET", "/mlflow/api/2.0/mlflow/webhook%73", None),
+                               ("GET", "/mlflow/ajax-api/2.0/mlflow/web%68ooks", None)):
+        assert_problem(_raw(pg_stack.gateway_url, method, path, register, body), 403, "lacks the 'admin' scope")
     assert pg_stack.client.get_registered_model(name).name == name  # still there
-    hooks = requests.get(f"{gateway}/api/2.0/mlflow/web%2568ooks", headers=register, timeout=30)
-    assert hooks.status_code != 200
+    # escaped twice, the path is delet%65 to MLflow too: no route of MLflow's, none of the gateway's
+    twice = _raw(pg_stack.gateway_url, "DELETE", "/mlflow/api/2.0/mlflow/registered-models/delet%2565", register, {"name": name})
+    assert_problem(twice, 404, "registered-models/delet%65 is not an MLflow route")
+    assert pg_stack.client.get_registered_model(name).name == name
 
 
 def _post_from(address: str, port: int, path: str, key: str) -> int:
@@ -150,10 +196,19 @@ def test_an_answer_that_breaks_off_is_a_502_or_a_cut_connection_never_a_short_bo
     assert requests.get(gateway.url + "/mlflow/health", timeout=30).status_code == 200  # and the gateway goes on
 
 
-def test_a_key_in_a_run_creation_body_never_reaches_the_log(stand_in, caplog):
+def test_a_key_in_a_run_creation_body_never_reaches_the_log(stand_in, pg_stack, caplog):
+    """A key pasted into a body (a tag's value, as a careless notebook would) goes on to MLflow as
+    the data it is, and the gateway's log of that very request (the stand-in's answer names no
+    run, which the gateway warns about) holds neither it nor the key that sent it."""
+    caplog.set_level(logging.DEBUG)
     gateway, auth = stand_in
-    requests.post(gateway.url + "/mlflow/api/2.0/mlflow/runs/create", data=json.dumps({"experiment_id": "1"}),
-                  headers=auth, timeout=30)
-    user = json.loads(StandIn.seen[-1][1])["tags"][-1]
-    assert user == {"key": "mlflow.user", "value": "edge"}
-    assert auth["Authorization"][7:] not in caplog.text
+    pasted = pg_stack.api_key("read", name="pasted")
+    body = json.dumps({"experiment_id": "1", "tags": [{"key": "note", "value": pasted}]})
+    answer = requests.post(gateway.url + "/mlflow/api/2.0/mlflow/runs/create", data=body, headers=auth, timeout=30)
+    assert answer.status_code == 200
+    tags = json.loads(StandIn.seen[-1][1])["tags"]
+    assert tags == [{"key": "note", "value": pasted}, {"key": "mlflow.user", "value": "edge"}]
+    assert "POST /mlflow/api/2.0/mlflow/runs/create named no run id" in caplog.text  # this request was logged
+    for key in (pasted, auth["Authorization"][len("Bearer "):]):
+        secret = key.rsplit("_", 1)[1]
+        assert secret not in caplog.text and key not in caplog.text
