@@ -1,10 +1,11 @@
 """Fixtures every test module reuses: real MLflow servers (SQLite and PostgreSQL) and a capture
-receiver for their webhooks."""
+receiver for their webhooks; and the CI rule: with ``CI`` set true, a skip is a failure."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 
 import mlflow
 import pytest
@@ -12,9 +13,63 @@ from mlflow import MlflowClient
 
 from hokusai_mlflow_plugin.db.migrate import upgrade
 from hokusai_mlflow_plugin.db.session import dispose
-from tests.harness import CaptureReceiver, MlflowServer, create_pg_database, drop_pg_database
+from tests.harness import CaptureReceiver, MlflowServer, create_pg_database, drop_pg_database, on_ci
+
+pytest_plugins = ("pytester",)  # tests/test_ci_rule.py runs pytest on the rule below
 
 CAPTURE_SECRET = "capture-secret-for-tests"
+
+
+# -- the CI rule: every test runs on CI ------------------------------------------------------------
+# A test skips where what it needs is missing (PostgreSQL, Redis, Chromium, root for a network
+# namespace): on a laptop that is a skip naming what to install; with CI set true (true, 1 or yes)
+# it is a failure, so that a CI machine that lost a service cannot go green by running less. The one
+# exception is a platform the test cannot run on, listed here with the words its skip says and why.
+
+
+@dataclass(frozen=True)
+class MaySkip:
+    where: str  # a test id, or the start of one (a module)
+    says: str  # words of the skip's reason: only that skip is allowed
+    why: str  # the platform it cannot run on
+
+
+MAY_SKIP_ON_CI: tuple[MaySkip, ...] = (
+    MaySkip("tests/stack/test_process.py::", "reads /proc (Linux)", "the process tree is read from Linux's /proc"),
+    MaySkip("tests/stack/test_process.py::test_free_port_is_outside_the_range_given_to_outgoing_connections",
+            "no room below it", "a kernel whose ephemeral port range starts at or below 4096 leaves free_port() no "
+            "range of its own (net.ipv4.ip_local_port_range)"),
+)
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+def _fail_skip_on_ci(report, nodeid: str) -> None:
+    if not report.skipped or hasattr(report, "wasxfail") or not on_ci():
+        return
+    reason = _skip_reason(report)
+    if any(nodeid.startswith(may.where) and may.says in reason for may in MAY_SKIP_ON_CI):
+        return
+    report.outcome = "failed"
+    report.longrepr = (f"skipped with CI={os.environ['CI']}, and CI runs every test: {reason.removeprefix('Skipped: ')}. "
+                       "Install or start what it needs on the CI machine; only a platform the test cannot run on may be "
+                       "listed in MAY_SKIP_ON_CI (tests/conftest.py), with its reason.")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_skip_on_ci(outcome.get_result(), item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module skipped as a whole at collection (``pytest.skip(allow_module_level=True)``)."""
+    outcome = yield
+    _fail_skip_on_ci(outcome.get_result(), collector.nodeid + "::")
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,7 @@ from hokusai_mlflow_plugin.db.migrate import upgrade
 from hokusai_mlflow_plugin.db.models import DEAD, TEAM, USER, Delivery, OutboxEvent, Registration, utcnow
 from hokusai_mlflow_plugin.db.session import dispose, session_factory
 from hokusai_mlflow_plugin.registration import tokens
-from tests.harness import create_pg_database, drop_pg_database
+from tests.harness import create_pg_database, drop_pg_database, on_ci
 from tests.live_stack import ReceiverThread
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -49,7 +49,7 @@ ROLES = ("admin", "owner", "stranger")
 def seed() -> int:
     if os.environ.get("HOKUSAI_SCHEMATHESIS_SEED"):
         return int(os.environ["HOKUSAI_SCHEMATHESIS_SEED"])
-    return 21 if os.environ.get("CI") else random.randrange(2**31)
+    return 21 if on_ci() else random.randrange(2**31)
 
 
 def _seed_world(url: str) -> dict[str, str]:
