@@ -7,6 +7,7 @@ A database password may arrive in any of these places; it only ever leaves throu
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field, fields, replace
@@ -17,7 +18,9 @@ from sqlalchemy.engine import make_url
 
 from hokusai_mlflow_plugin.core.errors import ConfigError
 
-__all__ = ["ConfigError", "Settings", "load_settings", "receiver_problem", "redact_url"]
+__all__ = ["ConfigError", "Settings", "load_settings", "receiver_problem", "redact_url", "trusted_proxies"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 # Config-file keys (also accepted in upper case, as the original platform's files wrote them).
@@ -26,7 +29,7 @@ _FILE_KEYS = {
     "tracking_uri", "webhook_secret", "event_webhook_url", "event_webhook_secret", "redis_url",
     "redis_stream", "log_level", "event_console", "relay_horizon", "relay_retry_base",
     "relay_retry_cap", "relay_lease", "api_url", "api_key", "mlflow_internal_uri", "gateway_connect_timeout",
-    "gateway_read_timeout", "gateway_rate_limit", "gateway_key_lease", "provenance",
+    "gateway_read_timeout", "gateway_rate_limit", "gateway_key_lease", "provenance", "trusted_proxies",
 }
 
 
@@ -59,6 +62,9 @@ class Settings:
     # decides them as ever (a laptop, the embedded default); "required" rejects them (production,
     # where everyone goes through the gateway).
     provenance: str = "open"
+    # The proxies (addresses and networks) whose X-Forwarded-* headers are believed: the scheme and
+    # host a client used. Empty: nobody's, and a redirect never follows a header a client made up.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     @property
     def event_webhook_secrets(self) -> tuple[str, ...]:
@@ -91,6 +97,24 @@ def receiver_problem(webhook_secrets, tracking_uri) -> str | None:
             "from MLflow. Set it to the MLflow server's URL."
         )
     return None
+
+
+def trusted_proxies(text) -> tuple[IPNetwork, ...]:
+    """``HOKUSAI_TRUSTED_PROXIES``: addresses and CIDR networks, separated by commas or spaces (or
+    a list of them)."""
+    networks = []
+    items = text if isinstance(text, (list, tuple)) else (text or "").replace(",", " ").split()  # a YAML list too
+    for item in items:
+        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            networks.append(item)
+            continue
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"HOKUSAI_TRUSTED_PROXIES holds {item!r}, which is neither an IP address nor a network: "
+                              "list the proxies in front of Hokusai as addresses or CIDR networks, such as "
+                              "'10.0.0.0/8, 192.0.2.7'.") from None
+    return tuple(networks)
 
 
 def rate_limit_problem(rate: str) -> str | None:
@@ -222,6 +246,7 @@ def load_settings(config_file: str | None = None, environ=None, **overrides) -> 
         mlflow_internal_uri=values.get("mlflow_internal_uri"),
         gateway_rate_limit=values.get("gateway_rate_limit") or "1200/minute",
         provenance=_provenance(values.get("provenance")),
+        trusted_proxies=trusted_proxies(values.get("trusted_proxies")),
         **_floats(values, "relay_horizon", "relay_retry_base", "relay_retry_cap", "relay_lease", "gateway_connect_timeout",
                   "gateway_read_timeout", "gateway_key_lease"),
     )

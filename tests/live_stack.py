@@ -75,10 +75,12 @@ class ReceiverThread:
 
 class GatewayThread:
     """``webhook_app.gateway.create_app(config)`` on its own event loop in a thread of this
-    process, on a reserved loopback port (for a gateway in front of a test's own MLflow stand-in)."""
+    process, on a reserved loopback port (for a gateway in front of a test's own MLflow stand-in).
+    ``access_log``: the logger of its access log (none by default)."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, access_log=None):
         self.app = create_gateway(config)
+        self.access_log = access_log
         self._reserved = ReservedPort()
         self.port = self._reserved.port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,7 +97,7 @@ class GatewayThread:
 
         def serve():
             self._loop = loop = asyncio.new_event_loop()
-            runner = web.AppRunner(self.app, access_log=None)
+            runner = web.AppRunner(self.app, access_log=self.access_log)
             loop.run_until_complete(runner.setup())
             loop.run_until_complete(web.SockSite(runner, self._reserved.listen()).start())
             started.set()

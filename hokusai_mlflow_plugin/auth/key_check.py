@@ -31,6 +31,7 @@ from hokusai_mlflow_plugin.core.errors import DatabaseUnavailable
 from hokusai_mlflow_plugin.db.errors import guarded
 from hokusai_mlflow_plugin.db.models import utcnow
 from hokusai_mlflow_plugin.db.session import get_engine, is_postgresql, libpq_dsn, read_engine
+from hokusai_mlflow_plugin.monitoring import GATEWAY_KEY_CHECKS, GATEWAY_KEY_REFUSALS
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,26 @@ class KeyCheck:
         return self
 
     async def caller(self, key: str | None) -> keys.Caller:
-        key_id, secret = keys.split(key)  # a missing or malformed key never reaches the database
-        remembered = self._remembered(key_id, secret)
-        if remembered is not None:
-            return remembered
+        """Counted: a hit (from memory), a miss (read from the database), or a refusal and its reason."""
+        try:
+            key_id, secret = keys.split(key)  # a missing or malformed key never reaches the database
+            remembered = self._remembered(key_id, secret)
+            if remembered is not None:
+                _HITS.inc()
+                return remembered
+            caller = await self._looked_up(key, key_id, secret)
+        except keys.NotAuthenticated as e:
+            _REFUSED.inc()
+            GATEWAY_KEY_REFUSALS.labels(e.reason).inc()
+            raise
+        except DatabaseUnavailable:
+            _REFUSED.inc()
+            _UNAVAILABLE.inc()
+            raise
+        _MISSES.inc()
+        return caller
+
+    async def _looked_up(self, key: str, key_id: str, secret: str) -> keys.Caller:
         generation, now = self._generation, utcnow()
         caller = await self._read(key, key_id, secret)
         if self.remember:
@@ -200,6 +217,9 @@ async def _close_quietly(conn) -> None:
     except Exception:
         pass  # already broken: nothing to close cleanly
 
+
+_HITS, _MISSES, _REFUSED = (GATEWAY_KEY_CHECKS.labels(result) for result in ("hit", "miss", "refused"))
+_UNAVAILABLE = GATEWAY_KEY_REFUSALS.labels("unavailable")
 
 CHECK_TIMEOUT = 5.0  # seconds for one key check, the wait for the connection included
 DOWN_FOR = 1.0  # seconds that checks fail at once after the database failed one

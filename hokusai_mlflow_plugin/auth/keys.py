@@ -40,9 +40,16 @@ class ApiKeyError(HokusaiError):
 
 class NotAuthenticated(HokusaiError):
     """No usable key: missing, malformed, unknown, revoked or expired (401). The message says
-    which, and never holds the key."""
+    which, and never holds the key; ``reason`` says it for counting (``MISSING`` ... ``EXPIRED``)."""
 
     kind = UNAUTHORIZED
+
+    def __init__(self, message: str, reason: str = "unknown"):
+        super().__init__(message)
+        self.reason = reason
+
+
+MISSING, MALFORMED, UNKNOWN, REVOKED, EXPIRED = "missing", "malformed", "unknown", "revoked", "expired"
 
 
 class MissingScope(HokusaiError):
@@ -167,7 +174,7 @@ def bearer(header: str | None) -> str | None:
         return None
     kind, _, value = header.partition(" ")
     if kind.lower() != "bearer" or not value.strip():
-        raise NotAuthenticated("The Authorization header must be 'Bearer hk_...'.")
+        raise NotAuthenticated("The Authorization header must be 'Bearer hk_...'.", MALFORMED)
     return value.strip()
 
 
@@ -175,10 +182,11 @@ def split(key: str | None) -> tuple[str, str]:
     """``hk_<key id>_<secret>`` -> ``(key id, secret)``; ``NotAuthenticated`` for a missing or
     malformed key."""
     if not key:
-        raise NotAuthenticated("An API key is required: send 'Authorization: Bearer hk_...'.")
+        raise NotAuthenticated("An API key is required: send 'Authorization: Bearer hk_...'.", MISSING)
     match = KEY_RE.fullmatch(key.strip())
     if match is None:
-        raise NotAuthenticated("The API key is malformed: it has the form hk_<key id>_<secret>.")
+        raise NotAuthenticated("The API key is malformed: it has the form hk_<key id>_<secret>, its id 8 lower-case "
+                               "hex digits (a key is case-sensitive: send it exactly as it was shown).", MALFORMED)
     return match.group(1), match.group(2)
 
 
@@ -199,11 +207,12 @@ def judge(row, key_id: str, secret: str, now: datetime) -> tuple[Caller, bool]:
     the key is not in force. The same for every caller, however it read the row."""
     matches = hmac.compare_digest(digest(secret), row.secret_sha256 if row else _UNKNOWN)
     if row is None or not matches:
-        raise NotAuthenticated(f"API key {key_id} is not known: check the key, or create one with 'hokusai apikey create'.")
+        raise NotAuthenticated(f"API key {key_id} is not known: check the key, or create one with 'hokusai apikey create'.",
+                               UNKNOWN)
     if row.revoked_at is not None:
-        raise NotAuthenticated(f"API key {key_id} was revoked: use another key.")
+        raise NotAuthenticated(f"API key {key_id} was revoked: use another key.", REVOKED)
     if row.expires_at is not None and _aware(row.expires_at) <= now:
-        raise NotAuthenticated(f"API key {key_id} expired: create a new one with 'hokusai apikey create'.")
+        raise NotAuthenticated(f"API key {key_id} expired: create a new one with 'hokusai apikey create'.", EXPIRED)
     touch = row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_EVERY
     expires_at = _aware(row.expires_at) if row.expires_at is not None else None
     return Caller(key_id, row.name, tuple(row.scopes.split(",")), expires_at, row.user_id), touch

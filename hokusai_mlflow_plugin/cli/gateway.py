@@ -27,9 +27,10 @@ def gateway_serve(obj, host, port, workers, internal_uri):
     without it."""
     import os
     import sys
+    from pathlib import Path
 
     from hokusai_mlflow_plugin.config import rate_limit_problem
-    from hokusai_mlflow_plugin.stack.local import gateway_command
+    from hokusai_mlflow_plugin.stack.local import gateway_command, metrics_dir
 
     settings = obj.settings
     internal_uri = internal_uri or settings.gateway_upstream
@@ -42,6 +43,8 @@ def gateway_serve(obj, host, port, workers, internal_uri):
     env = {**os.environ, "HOKUSAI_DATABASE_URL": settings.database_url, "HOKUSAI_MLFLOW_INTERNAL_URI": internal_uri}
     if obj.config_file:
         env["HOKUSAI_CONFIG"] = str(obj.config_file)
+    # /metrics adds up every worker's counters (prometheus-client's multiprocess mode)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.home / "prometheus" / f"gateway-{port}")))
     click.echo(f"MLflow gateway at http://{host}:{port}/mlflow -> {internal_uri} (gunicorn, {workers} workers); clients set "
                f"MLFLOW_TRACKING_URI=http://{host}:{port}/mlflow and MLFLOW_TRACKING_TOKEN=hk_...", err=True)
     os.execve(sys.executable, gateway_command(host, port, workers), env)

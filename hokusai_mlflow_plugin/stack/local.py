@@ -59,9 +59,11 @@ def receiver_command(host: str, port: int, workers: int, threads: int = RECEIVER
 
 def gateway_command(host: str, port: int, workers: int) -> list[str]:
     """gunicorn serving ``webhook_app.gateway:create_app()``, the MLflow gateway, in ``workers``
-    processes of one event loop each (aiohttp's uvloop worker)."""
-    return [sys.executable, "-m", "gunicorn", "--worker-class", "aiohttp.GunicornUVLoopWebWorker", "--workers", str(workers),
-            "--bind", f"{host}:{port}", "--access-logfile", "-", "webhook_app.gateway:create_app()"]
+    processes of one event loop each (aiohttp's uvloop worker); with ``PROMETHEUS_MULTIPROC_DIR`` in
+    its environment, its /metrics adds up every worker's counters."""
+    return [sys.executable, "-m", "gunicorn", "--config", "python:webhook_app.gunicorn_config", "--worker-class",
+            "aiohttp.GunicornUVLoopWebWorker", "--workers", str(workers), "--bind", f"{host}:{port}", "--access-logfile", "-",
+            "webhook_app.gateway:create_app()"]
 
 
 def metrics_dir(path: Path) -> Path:
@@ -170,7 +172,8 @@ class LocalStack:
         receiver = self._spawn("receiver", receiver_command(self.host, self.receiver_port, self.receiver_workers), receiver_env)
         if self.gateway_port:
             self.log(f"      and the MLflow gateway at {self.gateway_url} (API keys)")
-            gateway = self._spawn("gateway", gateway_command(self.host, self.gateway_port, 1), child_env)
+            gateway_env = {**child_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.home / "prometheus" / "gateway"))}
+            gateway = self._spawn("gateway", gateway_command(self.host, self.gateway_port, 1), gateway_env)
         receiver.wait_http(self.receiver_url + "/health", timeout=60)
         if self.gateway_port:
             gateway.wait_http(f"http://{self.host}:{self.gateway_port}/health", timeout=60)

@@ -18,9 +18,10 @@ import os
 from aiohttp import web
 
 from hokusai_mlflow_plugin.auth.key_check import KeyCheck
-from hokusai_mlflow_plugin.config import load_settings
+from hokusai_mlflow_plugin.config import load_settings, trusted_proxies
 from hokusai_mlflow_plugin.core.errors import ConfigError
 from webhook_app import configure_logging
+from webhook_app.gateway import credentials, forwarded, metrics
 from webhook_app.gateway.makers import MakerRecord
 from webhook_app.gateway.owners import Owners
 from webhook_app.gateway.proxy import GATEWAY, PREFIX, Gateway, forward
@@ -30,7 +31,7 @@ from webhook_app.gateway.rate_limit import RateLimit
 def create_app(test_config: dict | None = None) -> web.Application:
     """The settings of the environment (and ``HOKUSAI_CONFIG``), then ``test_config``: keys
     ``internal_uri``, ``database_url``, ``rate_limit``, ``redis_url``, ``connect_timeout``,
-    ``read_timeout``."""
+    ``read_timeout``, ``trusted_proxies`` (addresses or networks, or their text)."""
     settings = load_settings()
     config = {
         "internal_uri": settings.gateway_upstream,
@@ -43,12 +44,14 @@ def create_app(test_config: dict | None = None) -> web.Application:
         # Teams inside MLflow (issue 19): each key reads and writes its team's objects only. On
         # unless a deployment turns it off (README: the risk of "off").
         "mlflow_ownership": os.environ.get("HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP", "on").strip().lower() not in ("off", "0", "false"),
+        "trusted_proxies": settings.trusted_proxies,  # whose X-Forwarded-* is believed (forwarded)
         **(test_config or {}),
     }
     if not config["internal_uri"]:
         raise ConfigError("HOKUSAI_MLFLOW_INTERNAL_URI (or MLFLOW_TRACKING_URI) is not set: the gateway needs the URL of "
                           "the MLflow server it stands in front of.")
     configure_logging(settings.log_level)
+    credentials.redact_access_logs()
     gateway = Gateway(config["internal_uri"], KeyCheck(config["database_url"], lease=config["key_lease"]),
                       RateLimit(config["rate_limit"], config["redis_url"]), config["connect_timeout"], config["read_timeout"],
                       MakerRecord(config["database_url"]), Owners(config["database_url"]))
@@ -56,9 +59,14 @@ def create_app(test_config: dict | None = None) -> web.Application:
     # Artifacts of any size stream through; only the few small bodies that scopes.route_of names are
     # read whole (proxy.WHOLE at most).
     # Bodies go on as they came: a compressed upload stays compressed (aiohttp would inflate it).
-    app = web.Application(client_max_size=1024 * 1024, handler_args={"auto_decompress": False})
+    # Outermost first: the forwarding headers judged before anything reads them; every answer
+    # counted, a key in a URL refused included.
+    app = web.Application(client_max_size=1024 * 1024, handler_args={"auto_decompress": False}, middlewares=[
+        forwarded.believe_trusted_proxies, metrics.count_requests, credentials.keys_in_headers_only])
     app[GATEWAY] = gateway
+    app[forwarded.TRUSTED_PROXIES] = trusted_proxies(config["trusted_proxies"])
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics.serve)
     app.router.add_route("*", PREFIX + "{tail:(?:/.*)?}", forward)  # forward reads the raw path itself
     app.on_startup.append(_open)
     app.on_cleanup.append(_close)

@@ -30,6 +30,7 @@ from hokusai_mlflow_plugin.db.models import REGISTERED_MODEL as OWNED_MODEL
 from webhook_app import problem_details
 from webhook_app.gateway.judge import Request, judge
 from webhook_app.gateway.makers import MakerRecord, made_experiment, made_id
+from webhook_app.gateway.metrics import ACCESS, upstream_trace
 from webhook_app.gateway.owners import Owners
 from webhook_app.gateway.rate_limit import RateLimit
 from webhook_app.gateway.scopes import (
@@ -82,7 +83,7 @@ class Gateway:
     async def open(self) -> None:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-            timeout=self.timeout, auto_decompress=False, read_bufsize=CHUNK,
+            timeout=self.timeout, auto_decompress=False, read_bufsize=CHUNK, trace_configs=[upstream_trace()],
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
 
@@ -110,6 +111,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         return problem(400, "The path has '.' or '..' segments: send the path of the MLflow resource itself.")
     found = access_of(request.method, path)
     access, params = found if found is not None else (None, {})
+    request[ACCESS] = access
     caller = None
     scope = access.scope if access is not None else keys.READ
     if scope is not None:
@@ -380,8 +382,9 @@ def _end_to_end(headers, dropped: frozenset) -> CIMultiDict:
 
 
 def _public(request: web.Request) -> tuple[str, str]:
-    """The scheme and host the client used: a proxy in front of the gateway says them."""
-    return request.headers.get("X-Forwarded-Proto", request.scheme), request.headers.get("X-Forwarded-Host", request.host)
+    """The scheme and host the client used: a trusted proxy in front of the gateway says them
+    (``forwarded``; anyone else's ``X-Forwarded-*`` is dropped before this)."""
+    return request.scheme, request.host
 
 
 def _headers_out(request: web.Request) -> CIMultiDict:
