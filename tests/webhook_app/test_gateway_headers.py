@@ -13,11 +13,13 @@ import uuid
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
 from tests.api_helpers import assert_problem
 from tests.live_stack import GatewayThread, gateway_in_front_of
+from webhook_app.gateway.forwarded import TRUSTED_PROXIES
 from webhook_app.gateway.proxy import GATEWAY
 
 IN_URL = "carries an API key in its URL"
@@ -200,6 +202,19 @@ def test_forwarded_headers_of_a_trusted_proxy_are_honoured(pg_stack):
     headers = Seen.requests[0][1]
     assert headers["x-forwarded-host"] == "mlflow.example.com" and headers["x-forwarded-proto"] == "https"
     assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"  # the proxy's word, then the proxy
+
+
+def test_trusted_proxies_that_are_not_addresses_stop_the_gateway_with_the_reason(monkeypatch, tmp_path):
+    from hokusai_mlflow_plugin.core.errors import ConfigError
+    from webhook_app.gateway import create_app
+
+    monkeypatch.setenv("HOKUSAI_HOME", str(tmp_path))
+    monkeypatch.setenv("HOKUSAI_MLFLOW_INTERNAL_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("HOKUSAI_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")
+    with pytest.raises(ConfigError, match="'proxy.internal', which is neither an IP address nor a network"):
+        create_app()
+    monkeypatch.setenv("HOKUSAI_TRUSTED_PROXIES", "10.0.0.0/8 192.0.2.7,2001:db8::/32")
+    assert [str(n) for n in create_app().get(TRUSTED_PROXIES)] == ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
 
 
 # -- the Authorization header ----------------------------------------------------------------------
