@@ -139,11 +139,14 @@ def pinned(cmd: list[str], cpu: str | None) -> list[str]:
 
 
 class Round:
-    """One burst against a fresh MLflow: ``attached`` False is MLflow alone (plain registry store,
-    no webhook, no receiver)."""
+    """One burst against a fresh MLflow. ``kind``: ``alone`` is MLflow alone (plain registry store,
+    no webhook, no receiver); ``door`` is the floor of any webhook design: the ``hokusai+`` store and
+    the webhook, delivered to a door that answers 204 at once and asks MLflow nothing; ``attached``
+    is Hokusai."""
 
-    def __init__(self, args, db_url: str, attached: bool, pin: bool, number: int):
-        self.args, self.db_url, self.attached, self.pin, self.number = args, db_url, attached, pin, number
+    def __init__(self, args, db_url: str, kind: str, pin: bool, number: int):
+        self.args, self.db_url, self.kind, self.pin, self.number = args, db_url, kind, pin, number
+        self.attached = kind == "attached"
 
     def run(self) -> dict:
         import tempfile
@@ -159,7 +162,7 @@ class Round:
 
         args = self.args
         workdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-"))
-        mlflow = receiver = consumer = None
+        mlflow = receiver = consumer = door = None
         own_affinity = os.sched_getaffinity(0)
         try:
             port = free_port()
@@ -168,7 +171,7 @@ class Round:
             for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI"):
                 env.pop(var, None)
             cmd = server_command(f"sqlite:///{workdir / 'mlflow.db'}", workdir / "artifacts", "127.0.0.1", port,
-                                 workers=args.mlflow_workers, hokusai_store=self.attached)
+                                 workers=args.mlflow_workers, hokusai_store=self.kind != "alone")
             mlflow = ManagedProcess("mlflow server", pinned(cmd, MLFLOW_CPU if self.pin else None), env,
                                     workdir / "mlflow.log").start()
             mlflow.wait_http(url + "/health", timeout=120)
@@ -179,6 +182,11 @@ class Round:
             benchlib.ensure_registered_model(client, name)
 
             receiver_log = workdir / "receiver.log"
+            if self.kind == "door":
+                door = Consumer()
+                client.create_webhook(name="door", url=door.url, events=["model_version.created", "model_version_tag.set"],
+                                      secret=SECRET)
+                time.sleep(2.5)  # past MLFLOW_WEBHOOK_CACHE_TTL (1 s here)
             if self.attached:
                 consumer = Consumer()
                 rport = free_port()
@@ -216,7 +224,11 @@ class Round:
             for t in threads:
                 t.join()
             created = max(returned.values())
-            result = {"attached": self.attached, "pin": self.pin, "mlflow_rate": args.versions / (created - started),
+            if door is not None:  # every delivery in (MLflow sends them from a pool, after its answer)
+                deadline = time.time() + args.timeout
+                while door.deliveries < args.versions and time.time() < deadline:
+                    time.sleep(0.05)
+            result = {"kind": self.kind, "attached": self.attached, "pin": self.pin, "mlflow_rate": args.versions / (created - started),
                       "created_s": created - started}
             rows = []
             if self.attached:
@@ -234,6 +246,7 @@ class Round:
             os.sched_setaffinity(0, own_affinity)
             result["mlflow_calls"] = requests_by_endpoint(mlflow.log_path, mlflow_mark)
             result["receiver_calls"] = requests_by_endpoint(receiver_log, receiver_mark) if receiver else collections.Counter()
+            result["door_deliveries"] = door.deliveries if door is not None else 0
             result["mlflow_cpu_ms"] = (cpu1[0] - cpu0[0]) * 1000 / args.versions
             result["receiver_cpu_ms"] = (cpu1[1] - cpu0[1]) * 1000 / args.versions
             result["locked"] = mlflow.log_path.read_text(errors="replace").count("database is locked")
@@ -251,12 +264,14 @@ class Round:
                 receiver.stop()
             if mlflow is not None:
                 mlflow.stop()
-            if consumer is not None:
-                consumer.shutdown()
+            for server in (consumer, door):
+                if server is not None:
+                    server.shutdown()
 
 
 def report(r: dict, n: int) -> None:
-    label = ("attached" if r["attached"] else "MLflow alone") + (", pinned" if r["pin"] else ", unpinned")
+    label = {"alone": "MLflow alone", "door": "the door (store + webhook, 204 at once)", "attached": "attached"}[r["kind"]]
+    label += ", pinned" if r["pin"] else ", unpinned"
     print(f"\n-- {label}: MLflow created {r['mlflow_rate']:.1f} versions/s ({r['created_s']:.1f} s)")
     if r["attached"]:
         print(f"   decided {r['decided']} {r['outcomes']} at {r['decision_rate']:.1f} versions/s, "
@@ -272,6 +287,8 @@ def report(r: dict, n: int) -> None:
     if r["attached"]:
         print(f"   webhook deliveries MLflow dispatched per version: {sum(r['receiver_calls'].values()) / n:.2f}; "
               f"receiver CPU {r['receiver_cpu_ms']:.1f} ms per version")
+    if r["kind"] == "door":
+        print(f"   webhook deliveries MLflow dispatched per version: {r['door_deliveries'] / n:.2f}")
 
 
 def main() -> None:
@@ -283,6 +300,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="pairs of (alone, attached) per pinning mode")
     parser.add_argument("--pin", choices=("no", "yes", "both"), default="both")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for every decision")
+    parser.add_argument("--door", action="store_true",
+                        help="also a round of the webhook design's floor: the store and the webhook, to a door that answers 204")
     args = parser.parse_args()
 
     from hokusai_mlflow_plugin.db.migrate import upgrade
@@ -300,9 +319,9 @@ def main() -> None:
         number = 0
         for pin in {"no": [False], "yes": [True], "both": [False, True]}[args.pin]:
             for _ in range(args.rounds):
-                for attached in (False, True):
+                for kind in ("alone", "door", "attached") if args.door else ("alone", "attached"):
                     number += 1
-                    r = Round(args, db_url, attached, pin, number).run()
+                    r = Round(args, db_url, kind, pin, number).run()
                     report(r, args.versions)
                     results.append(r)
                     sys.stdout.flush()
@@ -314,8 +333,13 @@ def main() -> None:
     print(f"\n== summary: {n} versions by {args.writers} writers per round")
     print("pin       MLflow alone  attached  ratio  decided/MLflow  p99 lag   req/version  MLflow CPU ms/version (alone, attached)")
     for pin in (False, True):
-        alone = [r for r in results if r["pin"] == pin and not r["attached"]]
+        alone = [r for r in results if r["pin"] == pin and r["kind"] == "alone"]
         attached = [r for r in results if r["pin"] == pin and r["attached"]]
+        doors = [r for r in results if r["pin"] == pin and r["kind"] == "door"]
+        for d in doors:
+            a = alone[doors.index(d)]
+            print(f"{'yes' if pin else 'no':<9} the door alone: {d['mlflow_rate']:.1f}/s, ratio {d['mlflow_rate'] / a['mlflow_rate']:.2f}"
+                  f" of MLflow alone; MLflow CPU {d['mlflow_cpu_ms']:.1f} ms/version")
         for a, h in zip(alone, attached):
             print(f"{'yes' if pin else 'no':<9} {a['mlflow_rate']:9.1f}/s {h['mlflow_rate']:8.1f}/s {h['mlflow_rate'] / a['mlflow_rate']:6.2f}"
                   f" {h['decision_rate'] / h['mlflow_rate']:11.2f} {benchlib.pct(h['lag'], 99):9.0f} ms"

@@ -13,7 +13,7 @@ from mlflow.entities.model_registry import ModelVersionTag
 from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.core import tags
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call
-from hokusai_mlflow_plugin.plugins.stamping_store import outcome_value
+from hokusai_mlflow_plugin.plugins.stamping_store import outcome_value, outcomes_value
 
 _logger = logging.getLogger(__name__)
 
@@ -50,13 +50,14 @@ class VersionFacts:
         return self.model_metrics.get(name)
 
 
-def fetch(client, model_name: str, version: str, created: dict | None = None, runs=None) -> VersionFacts:
+def fetch(client, model_name: str, version: str, created: dict | None = None, runs=None, models=None) -> VersionFacts:
     """What MLflow knows of the version. ``created``: the data of MLflow's signed
     ``model_version.created`` delivery, MLflow's own statement of the version it just made (its
     source, run and the tags of its create request). When its source names the LoggedModel, the
     version is not read back: one MLflow request fewer per decision. The metrics are always read,
-    at decision time. ``runs`` (``shared_reads.SharedRunReads``): the run is read together with
-    the runs of the decisions that want theirs at the same moment."""
+    at decision time. ``runs`` and ``models`` (``shared_reads.SharedRunReads`` and
+    ``SharedLoggedModelReads``): the run and the LoggedModel are read together with those of the
+    decisions that want theirs at the same moment."""
     if created is not None and tags.logged_model_id(created.get("source")):
         facts = VersionFacts(
             model_name=model_name,
@@ -80,7 +81,7 @@ def fetch(client, model_name: str, version: str, created: dict | None = None, ru
     experiment_id = None
     if facts.model_id:
         try:
-            logged = call(client.get_logged_model, facts.model_id)
+            logged = models.get(facts.model_id) if models is not None else call(client.get_logged_model, facts.model_id)
         except MlflowNotFound:
             logged = None  # a deleted LoggedModel: the run may still tell
         if logged is not None:
@@ -111,51 +112,89 @@ def _latest(metrics) -> dict[str, float]:
 
 def tag_outcome(client, model_name: str, version: str, status: str, reason: str) -> bool:
     """Show the decision on the model version in the MLflow UI: ``hokusai_status`` and
-    ``hokusai_reason``. Against a tracking server that runs the ``hokusai+`` store, in ONE request
-    (``stamping_store.outcome_value``), checked once per server; else two. Failure is logged, not
-    raised: the decision is already committed."""
+    ``hokusai_reason`` (``tag_outcomes`` of one)."""
+    return tag_outcomes(client, model_name, {str(version): (status, reason)})
+
+
+def tag_outcomes(client, model_name: str, outcomes: dict[str, tuple[str, str]]) -> bool:
+    """The outcome tags of several versions of one registered model (version -> (status, reason)).
+    Against a tracking server that runs the ``hokusai+`` store, in one request per
+    ``BATCH`` versions (``stamping_store.outcomes_value``), checked once per server; else two
+    requests per version. Failure is logged, not raised: the decisions are already committed."""
+    outcomes = {str(v): o for v, o in outcomes.items()}
+    uri = client.tracking_uri
+    if uri.startswith(("http://", "https://")) and ONE_WRITE.get(uri) is not False:
+        try:
+            outcomes = _written_together(uri, model_name, outcomes)
+        except Exception as e:
+            _logger.warning("Could not tag %d versions of %s with their outcomes together: %s", len(outcomes), model_name, e)
+            if len(outcomes) == 1:
+                return False
+    ok = True
+    for version, (status, reason) in outcomes.items():  # those not written together: one by one
+        ok = _tag_alone(client, model_name, version, status, reason) and ok
+    return ok
+
+
+def _tag_alone(client, model_name: str, version: str, status: str, reason: str) -> bool:
     try:
         uri = client.tracking_uri
-        if uri.startswith(("http://", "https://")) and _writes_both(uri, model_name, str(version), status, reason):
+        if ONE_WRITE.get(uri):
+            _rest_store(uri).set_model_version_tag(model_name, version, ModelVersionTag(tags.STATUS, outcome_value(status, reason)))
             return True
         set_tag = _version_tagger(client)
-        set_tag(model_name, str(version), tags.STATUS, status)
-        set_tag(model_name, str(version), tags.REASON, reason[:5000])
+        set_tag(model_name, version, tags.STATUS, status)
+        set_tag(model_name, version, tags.REASON, reason[:5000])
         return True
     except Exception as e:
-        _logger.warning(
-            "Could not tag %s version %s with its outcome (%s): %s", model_name, version, status, e
-        )
+        _logger.warning("Could not tag %s version %s with its outcome (%s): %s", model_name, version, status, e)
         return False
 
 
-#: per tracking server: does one outcome write set both tags (the ``hokusai+`` store)? None: not known yet.
+#: per tracking server: does one outcome write set the tags of the versions it names (the
+#: ``hokusai+`` store)? None: not known yet.
 ONE_WRITE: dict[str, bool] = {}
 ONE_WRITE_CHECK = threading.Lock()
+#: at most this many versions' outcomes in one request (and under MLflow's 100,000-character value).
+BATCH, BATCH_CHARS = 50, 90_000
 
 
-def _writes_both(uri: str, name: str, version: str, status: str, reason: str) -> bool:
-    """Write both outcome tags in one request if the server's store turns it into both; False when
-    it does not (nothing was written, or what was written is to be overwritten by the caller)."""
-    if ONE_WRITE.get(uri) is False:
-        return False
+def _written_together(uri: str, name: str, outcomes: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Write the outcomes in as few requests as the server's store allows; the outcomes left to
+    write one by one (all of them on a server whose store turns nothing into tags; a batch that
+    failed)."""
     store = _rest_store(uri)
-    one = ModelVersionTag(tags.STATUS, outcome_value(status, reason))
-    if ONE_WRITE.get(uri):
-        store.set_model_version_tag(name, version, one)
-        return True
-    with ONE_WRITE_CHECK:  # the first write to this server reads the version back, once
-        if ONE_WRITE.get(uri) is None:
-            store.set_model_version_tag(name, version, one)
-            written = store.get_model_version(name, version).tags or {}
-            ONE_WRITE[uri] = written.get(tags.STATUS) == status and tags.REASON in written
-            if not ONE_WRITE[uri]:
-                _logger.warning(
-                    "MLflow at %s does not run the hokusai+ registry store: the outcome tags take two "
-                    "requests per decision", uri,
-                )
-            return ONE_WRITE[uri]
-    return _writes_both(uri, name, version, status, reason)
+    left = dict(outcomes)
+    if ONE_WRITE.get(uri) is None:
+        with ONE_WRITE_CHECK:  # the first write to this server reads the version back, once
+            if ONE_WRITE.get(uri) is None:
+                version, (status, reason) = next(iter(left.items()))
+                store.set_model_version_tag(name, version, ModelVersionTag(tags.STATUS, outcomes_value({version: (status, reason)})))
+                written = store.get_model_version(name, version).tags or {}
+                ONE_WRITE[uri] = written.get(tags.STATUS) == status and tags.REASON in written
+                if not ONE_WRITE[uri]:
+                    _logger.warning(
+                        "MLflow at %s does not run the hokusai+ registry store: the outcome tags take two "
+                        "requests per decision", uri,
+                    )
+                    return left
+                del left[version]
+    if not ONE_WRITE.get(uri):
+        return left
+    while left:
+        chunk: dict[str, tuple[str, str]] = {}
+        for version, outcome in left.items():
+            if len(chunk) == BATCH or (chunk and len(outcomes_value({**chunk, version: outcome})) > BATCH_CHARS):
+                break
+            chunk[version] = outcome
+        try:
+            store.set_model_version_tag(name, next(iter(chunk)), ModelVersionTag(tags.STATUS, outcomes_value(chunk)))
+        except Exception as e:  # one version deleted, say: the others are written alone
+            _logger.warning("Could not tag %d versions of %s together (%s): writing them one by one", len(chunk), name, e)
+            return left
+        for version in chunk:
+            del left[version]
+    return left
 
 
 def _version_tagger(client):

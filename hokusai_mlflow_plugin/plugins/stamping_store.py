@@ -9,8 +9,13 @@ every version carry its token, registrations from the MLflow UI included.
 It also writes a decision's two outcome tags, ``hokusai_status`` and ``hokusai_reason``, from ONE
 ``set-tag`` request whose ``hokusai_status`` value is ``outcome_value(status, reason)`` (MLflow has
 no route that sets several model-version tags): one request, one SQLite write and one webhook
-delivery fewer per decision (issue 23). A server on MLflow's plain store would keep that value as
-it is, so the receiver checks once per server that the two tags came out (``mlflow_io.facts``).
+delivery fewer per decision (issue 23). The same request can carry the outcomes of several versions
+of the registered model it is sent to (``outcomes_value``, written on one of them): a burst's
+outcomes in one request, one transaction and one delivery. It gives nobody a right they lack: whoever
+may tag one version of a registered model may tag all of them (MLflow's permissions and the
+gateway's ownership are the registered model's), and the gateway lets no key write ``hokusai_status``.
+A server on MLflow's plain store would keep that value as it is, so the receiver checks once per
+server that the two tags came out (``mlflow_io.facts``).
 
 The constructor does no I/O; the database is opened on first use (without a URI, MLflow's registry
 URI then). The store pickles as its URIs.
@@ -75,6 +80,40 @@ def outcome_tags(key: str, value: str | None) -> dict[str, str] | None:
     if not isinstance(found, dict) or set(found) != {STATUS, REASON} or not all(isinstance(v, str) for v in found.values()):
         return None
     return found
+
+
+#: the key of ``outcomes_value``'s object: ``{OUTCOMES: {version: {STATUS: ..., REASON: ...}}}``.
+OUTCOMES = "hokusai_outcomes"
+
+
+def outcomes_value(outcomes: dict[str, tuple[str, str]]) -> str:
+    """The value of one ``hokusai_status`` write, on one of the versions in ``outcomes`` (version ->
+    (status, reason), versions of one registered model), that this store turns into both outcome
+    tags of each. Each reason is cut as ``outcome_value`` cuts it."""
+    return json.dumps(
+        {OUTCOMES: {str(v): json.loads(outcome_value(status, reason)) for v, (status, reason) in outcomes.items()}},
+        ensure_ascii=False,
+    )
+
+
+def outcome_writes(key: str, value: str | None, version) -> dict[str, dict[str, str]] | None:
+    """version -> its two outcome tags, for a write of ``outcome_value`` or ``outcomes_value`` on
+    ``version`` (which must be among the versions of the latter); None for any other tag."""
+    one = outcome_tags(key, value)
+    if one is not None:
+        return {str(version): one}
+    if key != STATUS or not value or not value.startswith('{"' + OUTCOMES):
+        return None
+    try:
+        found = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or set(found) != {OUTCOMES} or not isinstance(found[OUTCOMES], dict):
+        return None
+    writes = {str(v): outcome_tags(STATUS, json.dumps(tags) if isinstance(tags, dict) else "") for v, tags in found[OUTCOMES].items()}
+    if not writes or str(version) not in writes or any(tags is None for tags in writes.values()):
+        return None
+    return writes
 
 
 def _hokusai_tags(tags: dict[str, str] | None) -> dict[str, str]:
@@ -150,22 +189,34 @@ class HokusaiRegistryStore(SqlAlchemyStore):
     # -- the outcome tags ---------------------------------------------------------------------------
 
     def set_model_version_tag(self, name, version, tag):
-        outcome = outcome_tags(tag.key, tag.value)
-        if outcome is None:
+        writes = outcome_writes(tag.key, tag.value, version)
+        if writes is None:
             return super().set_model_version_tag(name, version, tag)
         self._ensure_ready()
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
         from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag
         from mlflow.utils.validation import _validate_model_name, _validate_model_version, _validate_model_version_tag
 
         _validate_model_name(name)
-        version = _validate_model_version(version)
-        for key, value in outcome.items():
-            _validate_model_version_tag(key, value)
-        # Both tags in one transaction: one SQLite write lock, as MLflow's own set_model_version_tag.
-        with self.ManagedSessionMaker(read_only=False) as session:
-            sql_model_version = self._get_sql_model_version(session, name, version)
+        carrier = _validate_model_version(version)
+        writes = {_validate_model_version(v): outcome for v, outcome in writes.items()}
+        for outcome in writes.values():
             for key, value in outcome.items():
-                session.merge(SqlModelVersionTag(workspace=sql_model_version.workspace, name=name, version=version, key=key, value=value))
+                _validate_model_version_tag(key, value)
+        # Every tag in one transaction: one SQLite write lock, as MLflow's own set_model_version_tag.
+        with self.ManagedSessionMaker(read_only=False) as session:
+            for v, outcome in writes.items():
+                try:
+                    sql_model_version = self._get_sql_model_version(session, name, v)
+                except MlflowException as e:
+                    # The version written on must exist (404, as MLflow's own); another one of the
+                    # batch deleted since its decision has no tags to show.
+                    if v == carrier or e.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                        raise
+                    continue
+                for key, value in outcome.items():
+                    session.merge(SqlModelVersionTag(workspace=sql_model_version.workspace, name=name, version=v, key=key, value=value))
 
     def _tracking_store(self):
         """Where runs and LoggedModels live. Inside ``mlflow server``, the server's own tracking

@@ -24,7 +24,8 @@ from hokusai_mlflow_plugin.db.session import read_engine
 from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
 from hokusai_mlflow_plugin.monitoring import DECISION_SECONDS, REGISTRATIONS
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound
-from hokusai_mlflow_plugin.mlflow_io.shared_reads import SharedRunReads
+from hokusai_mlflow_plugin.mlflow_io.outcome_tags import PendingOutcomeTags
+from hokusai_mlflow_plugin.mlflow_io.shared_reads import SharedLoggedModelReads, SharedRunReads
 from hokusai_mlflow_plugin.registration import records
 from hokusai_mlflow_plugin.registration.decision import decide, token_id_of
 
@@ -70,8 +71,10 @@ class RegistrationService:
     """Decides model versions. ``after_commit`` callbacks run after a registration commits, with
     the ids of the outbox events it wrote (the events relay's fast path hooks in there).
     ``tag_later`` (an executor's ``submit``) writes the outcome tags after the answer instead of
-    before it: the receiver's, which must not keep MLflow's webhook delivery waiting on two more
-    MLflow writes; without it (the CLI, the sweep) the tags are written before ``register`` returns."""
+    before it: the receiver's, which must not keep MLflow's webhook delivery waiting on MLflow
+    writes, and whose tags are written together with those of the decisions around them
+    (``outcome_tags.PendingOutcomeTags``); without it (the CLI, the sweep) the tags are written
+    before ``register`` returns."""
 
     def __init__(
         self, sessions: sessionmaker[Session], client, after_commit: list[Callable[[list[str]], None]] | None = None,
@@ -81,8 +84,10 @@ class RegistrationService:
         self.provenance = ownership.check_mode(provenance)  # for versions with no recorded maker
         self.client = client
         self.runs = SharedRunReads(client)  # concurrent decisions read their runs together
+        self.models = SharedLoggedModelReads(client)  # and their LoggedModels
         self.after_commit = list(after_commit or [])
         self.tag_later = tag_later
+        self.outcome_tags = PendingOutcomeTags(client)
         self.engine = sessions.kw["bind"]
         self.reads = read_engine(self.engine)
 
@@ -104,7 +109,7 @@ class RegistrationService:
             return Outcome.of(earlier, DUPLICATE)
 
         try:
-            facts = mlflow_facts.fetch(self.client, model_name, version, created, self.runs)  # MlflowUnavailable: try later
+            facts = mlflow_facts.fetch(self.client, model_name, version, created, self.runs, self.models)  # MlflowUnavailable: try later
         except MlflowNotFound:
             return Outcome(IGNORED, f"MLflow has no model '{model_name}' version {version}.", model_name, version)
 
@@ -116,11 +121,11 @@ class RegistrationService:
                 except Exception:
                     _logger.warning("after-commit callback failed", exc_info=True)
         if outcome.status != DUPLICATE:
-            tag = (self.client, model_name, version, outcome.status, outcome.reason)
             if self.tag_later is None:
-                mlflow_facts.tag_outcome(*tag)
-            else:
-                self.tag_later(mlflow_facts.tag_outcome, *tag)
+                mlflow_facts.tag_outcome(self.client, model_name, version, outcome.status, outcome.reason)
+            else:  # queued, and written with the outcomes queued by then (one request for a burst's)
+                self.outcome_tags.put(model_name, version, outcome.status, outcome.reason)
+                self.tag_later(self.outcome_tags.flush)
         return outcome
 
     def _record(self, facts, delivery_id: str | None, redecide: bool) -> tuple[Outcome, list[str]]:

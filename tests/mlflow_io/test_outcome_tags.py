@@ -1,7 +1,8 @@
 """The outcome tags in one request (issue 23): the ``hokusai+`` store turns one ``set-tag`` of
-``outcome_value(status, reason)`` into ``hokusai_status`` and ``hokusai_reason``; on a server with
-MLflow's plain store the receiver finds out once and writes the two tags as before. Counted in the
-real server's access log."""
+``outcome_value(status, reason)`` into ``hokusai_status`` and ``hokusai_reason``, and one of
+``outcomes_value`` into those of several versions of a model (a burst's, queued by
+``PendingOutcomeTags``); on a server with MLflow's plain store the receiver finds out once and
+writes the two tags as before. Counted in the real server's access log."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from mlflow import MlflowClient
 
 from hokusai_mlflow_plugin.mlflow_io import facts
-from hokusai_mlflow_plugin.plugins.stamping_store import TAG_VALUE_LIMIT, outcome_tags, outcome_value
+from hokusai_mlflow_plugin.mlflow_io.outcome_tags import PendingOutcomeTags
+from hokusai_mlflow_plugin.plugins.stamping_store import TAG_VALUE_LIMIT, outcome_tags, outcome_value, outcome_writes, outcomes_value
 from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env
 from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
 from tests.harness import TEST_ENCRYPTION_KEY
@@ -132,3 +134,70 @@ def test_a_plain_store_gets_two_writes_after_one_check(plain_mlflow, unique_name
     for version, status in [(first, "registered"), (second, "rejected")]:
         tags = client.get_model_version(unique_name, version).tags
         assert tags["hokusai_status"] == status and tags["hokusai_reason"].startswith("auroc")
+
+
+def test_a_batch_value_names_versions_of_one_model_and_the_one_it_is_written_on():
+    value = outcomes_value({"3": ("registered", "ok"), "4": ("rejected", "auroc 0.7 is below 0.82")})
+    assert outcome_writes("hokusai_status", value, "4") == {
+        "3": {"hokusai_status": "registered", "hokusai_reason": "ok"},
+        "4": {"hokusai_status": "rejected", "hokusai_reason": "auroc 0.7 is below 0.82"}}
+    assert outcome_writes("hokusai_status", outcome_value("registered", "ok"), 7) == {"7": {"hokusai_status": "registered", "hokusai_reason": "ok"}}
+    for key, value, version in [("hokusai_status", value, "5"),  # not written on one of its versions
+                                ("note", value, "3"), ("hokusai_status", '{"hokusai_outcomes": []}', "3"),
+                                ("hokusai_status", '{"hokusai_outcomes": {"3": {"hokusai_status": "x"}}}', "3"),
+                                ("hokusai_status", '{"hokusai_outcomes": {"3": "registered"}}', "3"),
+                                ("hokusai_status", '{"hokusai_outcomes": {}, "x": 1}', "3")]:
+        assert outcome_writes(key, value, version) is None, (key, value, version)
+
+
+def test_a_burst_s_outcomes_in_one_request(mlflow_sqlite, unique_name, fresh_servers):
+    client = MlflowClient(tracking_uri=mlflow_sqlite.url, registry_uri=mlflow_sqlite.url)
+    versions = [new_version(client, unique_name) for _ in range(6)]
+    client.delete_model_version(unique_name, versions[4])  # deleted after its decision: nothing to show it on
+    log = AccessLog(mlflow_sqlite.process.log_path)
+    outcomes = {v: ("registered" if i % 2 else "rejected", f"reason {i}") for i, v in enumerate(versions)}
+
+    first = dict(list(outcomes.items())[:3])
+    assert facts.tag_outcomes(client, unique_name, first) is True
+    assert log.since(SET_TAG, 2) == 2 and log.since(GET_VERSION) == 1  # the check on one version, then the other two together
+    log.reset()
+    assert facts.tag_outcomes(client, unique_name, dict(list(outcomes.items())[3:])) is True
+    assert log.since(SET_TAG, 1) == 1 and log.since(GET_VERSION) == 0
+    for i, v in enumerate(versions):
+        if i != 4:
+            tags = client.get_model_version(unique_name, v).tags
+            assert (tags["hokusai_status"], tags["hokusai_reason"]) == outcomes[v], v
+
+
+def test_queued_outcomes_are_written_together_per_model(mlflow_sqlite, unique_name, fresh_servers):
+    client = MlflowClient(tracking_uri=mlflow_sqlite.url, registry_uri=mlflow_sqlite.url)
+    other = unique_name + "-other"
+    mine = [new_version(client, unique_name) for _ in range(4)]
+    theirs = new_version(client, other)
+    assert facts.tag_outcome(client, unique_name, mine[0], "rejected", "first") is True  # the server is known
+    log = AccessLog(mlflow_sqlite.process.log_path)
+    pending = PendingOutcomeTags(client, linger=0)
+    for v in mine[1:]:
+        pending.put(unique_name, v, "registered", f"auroc meets ({v})")
+    pending.put(other, theirs, "rejected", "below")
+    pending.put(unique_name, mine[1], "rejected", "decided again")  # a later decision of a version wins
+    assert pending.flush() is True and pending.flush() is True  # the second has nothing left
+    assert log.since(SET_TAG, 2) == 2
+    assert client.get_model_version(unique_name, mine[1]).tags["hokusai_status"] == "rejected"
+    assert client.get_model_version(unique_name, mine[3]).tags["hokusai_reason"] == f"auroc meets ({mine[3]})"
+    assert client.get_model_version(other, theirs).tags["hokusai_status"] == "rejected"
+
+
+def test_a_flush_waits_for_the_oldest_outcome_to_linger(monkeypatch):
+    now, slept, written = [100.0], [], []
+
+    class Facts:
+        tracking_uri = "file:///nowhere"
+
+    pending = PendingOutcomeTags(Facts(), linger=0.25, clock=lambda: now[0], sleep=slept.append)
+    pending.put("m", "1", "registered", "ok")
+    now[0] += 0.1
+    pending.put("m", "2", "registered", "ok")
+    monkeypatch.setattr(facts, "tag_outcomes", lambda client, name, outcomes: written.append((name, dict(outcomes))) or True)
+    assert pending.flush() is True
+    assert slept == [pytest.approx(0.15)] and written == [("m", {"1": ("registered", "ok"), "2": ("registered", "ok")})]

@@ -1,5 +1,6 @@
-"""Runs read together by concurrent decisions (issue 23), against a real MLflow server: each
-caller gets its own run as ``get_run`` returns it, read by a request that started after it asked."""
+"""Runs and LoggedModels read together by concurrent decisions (issue 23), against a real MLflow
+server: each caller gets its own run (LoggedModel) as ``get_run`` (``get_logged_model``) returns
+it, read by a request that started after it asked."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mlflow.entities import Metric
 
 from hokusai_mlflow_plugin.core.errors import MlflowUnavailable
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound
-from hokusai_mlflow_plugin.mlflow_io.shared_reads import SharedRunReads
+from hokusai_mlflow_plugin.mlflow_io.shared_reads import SharedLoggedModelReads, SharedRunReads
 from tests.mlflow_helpers import CountingClient
 
 
@@ -125,3 +126,74 @@ def test_every_waiter_gets_the_failure_and_the_next_caller_reads_again():
     for t in threads:
         t.join(10)
     assert len(errors) == 5 and down.calls == 2 and not reads._reading and not reads._pending
+
+
+def logged_models(client, n: int, experiment: str) -> list[str]:
+    run_id = client.create_run(experiment).info.run_id
+    ids = []
+    for i in range(n):
+        logged = client.create_logged_model(experiment, source_run_id=run_id, tags={"i": str(i)})
+        client.log_batch(run_id, metrics=[Metric("auroc", 0.6 + i / 100, int(time.time() * 1000), 0, model_id=logged.model_id)])
+        ids.append(logged.model_id)
+    return ids
+
+
+def test_logged_models_are_searched_in_the_experiments_seen_lately(client):
+    exp = client.create_experiment(f"shared-models-{uuid.uuid4().hex[:8]}")
+    elsewhere = client.create_experiment(f"shared-models-{uuid.uuid4().hex[:8]}")
+    ids = logged_models(client, 3, exp)
+    (other,) = logged_models(client, 1, elsewhere)
+    counting = CountingClient(client)
+    reads = SharedLoggedModelReads(counting)
+    assert reads.get(ids[0]).model_id == ids[0]  # no experiment seen yet: asked for alone
+    assert reads.get(ids[1]).model_id == ids[1]  # searched in the experiment it learnt
+    assert reads.get(other).model_id == other  # searched there, not found: alone, and learnt
+    assert counting.calls == ["get_logged_model", "search_logged_models", "search_logged_models", "get_logged_model"]
+    for i, model_id in enumerate(ids[1:], start=1):
+        got, alone = reads.get(model_id), client.get_logged_model(model_id)
+        assert (got.tags, got.source_run_id, got.experiment_id) == (alone.tags, alone.source_run_id, alone.experiment_id)
+        assert [(m.key, m.value) for m in got.metrics] == [(m.key, m.value) for m in alone.metrics] == [("auroc", 0.6 + i / 100)]
+    with pytest.raises(MlflowNotFound):
+        reads.get("m-" + uuid.uuid4().hex)
+
+
+class SlowFirstModelSearch(CountingClient):
+    """The first LoggedModel search says it started, then waits until ``queued`` callers wait behind it."""
+
+    def __init__(self, client, queued: int):
+        super().__init__(client)
+        self.started, self.queued, self.reads = threading.Event(), queued, None
+
+    def __getattr__(self, name):
+        counted = super().__getattr__(name)
+        if name != "search_logged_models":
+            return counted
+
+        def slow(*args, **kwargs):
+            if self.count("search_logged_models") == 0:
+                self.started.set()
+                deadline = time.monotonic() + 30
+                while len(self.reads._pending) < self.queued and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            return counted(*args, **kwargs)
+
+        return slow
+
+
+def test_logged_models_wanted_behind_a_read_share_the_next_one(client):
+    exp = client.create_experiment(f"shared-models-{uuid.uuid4().hex[:8]}")
+    ids = logged_models(client, 6, exp)
+    counting = SlowFirstModelSearch(client, queued=4)
+    counting.reads = reads = SharedLoggedModelReads(counting)
+    reads.get(ids[0])  # learns the experiment
+    got = {}
+    first = threading.Thread(target=lambda: got.setdefault(ids[1], reads.get(ids[1])))
+    first.start()
+    assert counting.started.wait(30)
+    rest = [threading.Thread(target=lambda m=m: got.setdefault(m, reads.get(m))) for m in ids[2:]]
+    for t in rest:
+        t.start()
+    for t in [first, *rest]:
+        t.join(30)
+    assert counting.count("search_logged_models") == 2 and counting.count("get_logged_model") == 1  # 5 models, 2 requests
+    assert {m: got[m].model_id for m in ids[1:]} == {m: m for m in ids[1:]}

@@ -1,0 +1,58 @@
+"""The outcome tags of a burst's decisions, written together (issue 23): decisions queue their
+outcome here, and whoever flushes writes every outcome queued by then, one request per registered
+model (``facts.tag_outcomes``), so that a burst of decisions costs MLflow a few tag writes (and the
+``model_version_tag.set`` deliveries they fire) instead of one per version.
+
+A flush waits until the oldest outcome has waited ``linger`` seconds, so that a burst's outcomes
+gather: the tags show in the MLflow UI that much later. The decision itself (its registration row,
+its events) is never delayed: the tags are written after it committed and after MLflow's delivery
+was answered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from hokusai_mlflow_plugin.mlflow_io import facts
+
+#: seconds the oldest queued outcome waits for others before a flush writes them.
+LINGER = 0.25
+
+
+class PendingOutcomeTags:
+    """``put`` an outcome, then ``flush()`` (from a pool thread, after the answer): True when
+    everything it wrote was written. Flushes run concurrently; each writes what it took."""
+
+    def __init__(self, client, linger: float = LINGER, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.client = client
+        self.linger = linger
+        self.clock, self.sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._queued: dict[tuple[str, str], tuple[str, str]] = {}  # (model, version) -> (status, reason)
+        self._oldest: float | None = None
+
+    def put(self, model_name: str, version: str, status: str, reason: str) -> None:
+        with self._lock:
+            self._queued[(model_name, str(version))] = (status, reason)  # a later decision of a version wins
+            if self._oldest is None:
+                self._oldest = self.clock()
+
+    def flush(self) -> bool:
+        with self._lock:
+            if self._oldest is None:
+                return True
+            wait = self._oldest + self.linger - self.clock()
+        if wait > 0:
+            self.sleep(wait)
+        with self._lock:
+            taken, self._queued, self._oldest = self._queued, {}, None
+        by_model: dict[str, dict[str, tuple[str, str]]] = {}
+        for (model_name, version), outcome in taken.items():
+            by_model.setdefault(model_name, {})[version] = outcome
+        ok = True
+        for model_name, outcomes in by_model.items():
+            ok = facts.tag_outcomes(self.client, model_name, outcomes) and ok
+        return ok
