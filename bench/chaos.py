@@ -63,7 +63,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchlib  # noqa: E402  (puts the repository root on sys.path)
+import benchlib
+import partitions
 
 COMPONENTS = ("receiver", "relay", "reconcile", "mlflow", "postgres")
 MLFLOW_SECRET = "chaos-mlflow-webhook-secret"
@@ -125,7 +126,7 @@ class Child:
         os.initgroups(self.user.pw_name, self.user.pw_gid)
         os.setuid(self.user.pw_uid)
 
-    def start(self, timeout: float = 120.0) -> "Child":
+    def start(self, timeout: float = 120.0) -> Child:
         self.starts += 1
         with open(self.log, "ab") as log:
             log.write(f"\n---- chaos: start #{self.starts} at {time.strftime('%H:%M:%S')} ----\n".encode())
@@ -197,7 +198,7 @@ class Postgres(Child):
                 pass
         self.proc.wait()
 
-    def start(self, timeout: float = 120.0) -> "Child":
+    def start(self, timeout: float = 120.0) -> Child:
         # A backend that outlived a kill still holds the shared memory for a moment: start again.
         for attempt in range(10):
             try:
@@ -269,13 +270,16 @@ class Consumer:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.accepted: dict[str, dict] = {}
+        self.sends: list[tuple[str, str, object]] = []  # (sender: which child, by its connection; webhook-id; when)
+        self.senders: partitions.Senders | None = None
         self.requests = self.failed = self.duplicates = self.bad_signature = self.id_mismatch = 0
         consumer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                code = consumer.receive(body, dict(self.headers))
+                sender = consumer.senders.of(self.client_address[1], self.server.server_address[1]) if consumer.senders else ""
+                code = consumer.receive(body, dict(self.headers), sender)
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -291,7 +295,7 @@ class Consumer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hokusai-events"
 
-    def receive(self, body: bytes, headers: dict) -> int:
+    def receive(self, body: bytes, headers: dict, sender: str = "") -> int:
         from standardwebhooks import WebhookVerificationError
 
         try:
@@ -303,6 +307,7 @@ class Consumer:
         webhook_id = {k.lower(): v for k, v in headers.items()}["webhook-id"]
         with self.lock:
             self.requests += 1
+            self.sends.append((sender, webhook_id, partitions.utc(time.time())))
             if self.rng.random() < self.fail_rate:
                 self.failed += 1
                 return 500
@@ -318,7 +323,7 @@ class Consumer:
         with self.lock:
             return dict(self.accepted)
 
-    def start(self) -> "Consumer":
+    def start(self) -> Consumer:
         self.thread.start()
         return self
 
@@ -426,7 +431,7 @@ class Workload:
         self.threads: list[threading.Thread] = []
         self.give_up_at = deadline + 120.0
 
-    def start(self) -> "Workload":
+    def start(self) -> Workload:
         self.t0 = time.monotonic()
         for i in range(self.clients):
             t = threading.Thread(target=self._client, name=f"client-{i}", daemon=True)
@@ -549,6 +554,11 @@ class Chaos:
         self.forger: Forger | None = None
         self.chaos_error: BaseException | None = None
         self.saved_env: dict[str, str | None] = {}
+        self.components = COMPONENTS + (("gateway",) if args.partitions else ())
+        self.network: partitions.Network | None = None
+        self.partitioner: partitions.Partitioner | None = None
+        self.prober: partitions.KeyProber | None = None
+        self.stop_partitions = threading.Event()
 
     def log(self, message: str) -> None:
         if not self.args.quiet:
@@ -583,13 +593,28 @@ class Chaos:
             conn.execute("CREATE DATABASE hokusai")
         self.db_url = f"postgresql://postgres@127.0.0.1:{self.pg_port}/hokusai"
 
-    def child_env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_", "PROMETHEUS_"))}
+    def through(self, name: str) -> tuple[str, str]:
+        """The database URL and MLflow URL that ``name`` uses: through its links with --partitions."""
+        db_url, mlflow_url = self.db_url, self.mlflow_url
+        if self.network is not None:
+            pg_link = {"gateway": "gwpg", "receiver": "rcpg", "relay-1": "r1pg"}.get(name)
+            if pg_link:
+                db_url = f"postgresql://postgres@{self.network.address(pg_link)}/hokusai"
+            if name == "receiver":
+                mlflow_url = f"http://{self.network.address('rcml')}"
+        return db_url, mlflow_url
+
+    def child_env(self, name: str) -> dict:
+        """``name``'s environment: its links, and its database sessions named after it (PGAPPNAME:
+        the lease log knows who held what)."""
+        db_url, mlflow_url = self.through(name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_", "PROMETHEUS_", "PGAPPNAME"))}
         env.update({
+            "PGAPPNAME": name,
             "HOKUSAI_HOME": str(self.workdir / "home"),
-            "HOKUSAI_DATABASE_URL": self.db_url,
+            "HOKUSAI_DATABASE_URL": db_url,
             "HOKUSAI_WEBHOOK_SECRET": MLFLOW_SECRET,
-            "MLFLOW_TRACKING_URI": self.mlflow_url,
+            "MLFLOW_TRACKING_URI": mlflow_url,
             "HOKUSAI_EVENT_WEBHOOK_URL": self.consumer.url,
             "HOKUSAI_EVENT_WEBHOOK_SECRET": self.event_secret,
             # Short retries and lease, so that a run settles in seconds, not the production minutes.
@@ -615,13 +640,24 @@ class Chaos:
         self.start_postgres()
         upgrade(self.db_url)
         dispose(self.db_url)
+        import psycopg
+
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            partitions.install_lease_log(conn)
         self.log(f"private PostgreSQL on 127.0.0.1:{self.pg_port} (pid {self.children['postgres'].proc.pid}), migrated")
 
         self.event_secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
         self.consumer = Consumer(self.event_secret, FAIL_RATE, self.args.seed + 1).start()
+        self.consumer.senders = partitions.Senders(
+            lambda: {name: c.proc.pid for name, c in self.children.items() if name == "receiver" or name.startswith("relay-")})
 
         mlflow_port = free_port()
         self.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        if self.args.partitions:
+            self.network = partitions.Network(self.workdir, self.pg_port, mlflow_port)
+            self.network.start()  # close() removes it, whatever happens from here
+            self.log("links " + ", ".join(f"{partitions.LINKS[t]} via {self.network.address(t)} ({link.namespace})"
+                                          for t, link in self.network.links.items()))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
         base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(benchlib.REPO), os.environ.get("PYTHONPATH")]))
         self.children["mlflow"] = Child(
@@ -631,7 +667,6 @@ class Chaos:
         ).start(timeout=180)
         self.log(f"mlflow server at {self.mlflow_url}")
 
-        env = self.child_env()
         receiver_port = free_port()
         self.receiver_url = f"http://127.0.0.1:{receiver_port}"
         prometheus = self.workdir / "prometheus"
@@ -642,24 +677,46 @@ class Chaos:
                 return super().start(timeout)
 
         self.children["receiver"] = Receiver(
-            "receiver", receiver_command("127.0.0.1", receiver_port, 2), {**env, "PROMETHEUS_MULTIPROC_DIR": str(prometheus)},
+            "receiver", receiver_command("127.0.0.1", receiver_port, 2), {**self.child_env("receiver"), "PROMETHEUS_MULTIPROC_DIR": str(prometheus)},
             self.workdir / "receiver.log", ready=wait_http(self.receiver_url + "/health"),
         ).start()
         module = [sys.executable, "-m", "hokusai_mlflow_plugin"]
         for i in range(1, self.args.relays + 1):
-            self.children[f"relay-{i}"] = Child(f"relay-{i}", [*module, "events", "relay"], env, self.workdir / f"relay-{i}.log").start()
+            self.children[f"relay-{i}"] = Child(f"relay-{i}", [*module, "events", "relay"], self.child_env(f"relay-{i}"),
+                                                self.workdir / f"relay-{i}.log").start()
         self.children["reconcile"] = Child(
-            "reconcile", [*module, "reconcile", "--interval", str(self.args.reconcile_interval)], env, self.workdir / "reconcile.log",
+            "reconcile", [*module, "reconcile", "--interval", str(self.args.reconcile_interval)], self.child_env("reconcile"),
+            self.workdir / "reconcile.log",
         ).start()
+        if self.args.partitions:
+            self.start_gateway()
         self.log(f"receiver at {self.receiver_url} (gunicorn, 2 workers), {self.args.relays} relay(s), reconcile every "
                  f"{self.args.reconcile_interval:g}s; consumer at {self.consumer.url}; up in {time.monotonic() - t0:.1f}s")
+
+    def start_gateway(self) -> None:
+        from hokusai_mlflow_plugin.stack.local import gateway_command, metrics_dir
+        from hokusai_mlflow_plugin.stack.process import free_port
+
+        port = free_port()
+        self.gateway_url = f"http://127.0.0.1:{port}/mlflow"
+        prometheus = self.workdir / "prometheus-gateway"
+
+        class Gateway(Child):
+            def start(self, timeout: float = 120.0):
+                metrics_dir(prometheus)
+                return super().start(timeout)
+
+        env = {**self.child_env("gateway"), "HOKUSAI_MLFLOW_INTERNAL_URI": self.mlflow_url, "PROMETHEUS_MULTIPROC_DIR": str(prometheus)}
+        self.children["gateway"] = Gateway("gateway", gateway_command("127.0.0.1", port, 2), env, self.workdir / "gateway.log",
+                                           ready=wait_http(f"http://127.0.0.1:{port}/health")).start()
+        self.log(f"gateway at {self.gateway_url} (2 workers, the default key lease of 2 s)")
 
     # -- chaos ------------------------------------------------------------------------------------
 
     def victims(self):
         """Shuffled rounds of every component kind, so that each kind is hit."""
         while True:
-            kinds = list(COMPONENTS)
+            kinds = list(self.components)
             self.rng.shuffle(kinds)
             yield from kinds
 
@@ -714,7 +771,8 @@ class Chaos:
                 "SELECT model_name, model_version, token_id, outcome, reason FROM hokusai_registrations WHERE model_name = %s", (model_name,)).fetchall()
             outbox = conn.execute("SELECT event_id, event_type, payload FROM hokusai_outbox").fetchall()
             deliveries = dict(conn.execute("SELECT status, count(*) FROM hokusai_deliveries GROUP BY status").fetchall())
-        return {"versions": versions, "tokens": tokens, "registrations": registrations, "outbox": outbox,
+            leases = conn.execute("SELECT delivery_id, event_id, owner, app, locked_until, at FROM chaos_leases").fetchall()
+        return {"leases": leases, "versions": versions, "tokens": tokens, "registrations": registrations, "outbox": outbox,
                 "deliveries": deliveries, "accepted": self.consumer.snapshot()}
 
     # -- the whole run ----------------------------------------------------------------------------
@@ -752,12 +810,26 @@ class Chaos:
         self.log(f"workload: {args.registrations} registrations from {args.clients} clients over about {args.duration * 0.75:.0f}s; "
                  f"kills every ~{args.kill_interval:g}s")
         chaos_thread.start()
-        # Kills go on until the workload is done and each kind was killed --min-kills times, or --duration.
-        while (workload.running() or min(self.kills[k] for k in COMPONENTS) < args.min_kills) \
+        if self.network is not None:
+            self.partitioner = partitions.Partitioner(self.network, random.Random(args.seed + 3), args.partition_interval, args.max_cut,
+                                                      args.lease, self.pg, self.stop_partitions)
+            self.prober = partitions.KeyProber(self.gateway_url, self.db_url, random.Random(args.seed + 4), self.stop_partitions)
+            self.partitioner.start()
+            self.prober.start()
+            self.log(f"partitions every ~{args.partition_interval:g}s of {', '.join(partitions.LINKS.values())}; "
+                     "keys revoked and asked through the gateway all along")
+        # Kills (and cuts) go on until the workload is done and each kind was killed (each link cut)
+        # --min-kills times, or --duration.
+        while (workload.running() or min(self.kills[k] for k in self.components) < args.min_kills
+               or (self.partitioner is not None and min(self.partitioner.cuts[t] + self.partitioner.flaps[t] for t in partitions.LINKS) < args.min_kills)) \
                 and not self.stop_chaos.is_set() and time.monotonic() < deadline:
             workload.join(0.5)
         self.stop_chaos.set()
+        self.stop_partitions.set()
         chaos_thread.join()
+        for thread in (self.partitioner, self.prober):
+            if thread is not None:
+                thread.join(60)
         if self.chaos_error is not None:
             raise RuntimeError(f"a component did not come back: {self.chaos_error}") from self.chaos_error
         workload.join()
@@ -782,10 +854,17 @@ class Chaos:
         self.forger.join(15)
         observed = self.read_once(client, model_name)
         summary = analyse(workload.done, observed, self.consumer, self.forger, self.receiver_codes(), model_name)
+        if self.network is not None:
+            summary["partitions"] = self.partitioner.summary()
+            summary["partition_log"] = self.partitioner.log
+            summary["revoked_keys"] = self.prober.summary()
+            summary["leases"] = partitions.check_leases(self.consumer.sends, observed["leases"],
+                                                        {f"relay-{i}" for i in range(1, args.relays + 1)} | {"receiver"})
+            summary["thread_errors"] = [f"{t.name}: {t.error!r}" for t in (self.partitioner, self.prober) if t.error is not None]
         summary.update({
             "settled": settled, "settle_state": state, "time_to_settle_s": round(settle_time, 1),
             "workload_s": round(workload_time, 1), "wall_s": round(time.monotonic() - started, 1),
-            "kills": {k: self.kills[k] for k in COMPONENTS}, "client_retries": dict(workload.retries),
+            "kills": {k: self.kills[k] for k in self.components}, "client_retries": dict(workload.retries),
             "tracebacks": self.tracebacks(),
             "seed": args.seed, "workdir": str(self.workdir) if args.keep else None,
         })
@@ -823,8 +902,18 @@ class Chaos:
             print(f"warning: stopping {child.name}: {e}", file=sys.stderr)
 
     def close(self) -> None:
+        try:
+            self._close()
+        finally:
+            if self.network is not None:
+                self.network.close()  # the namespaces, pairs and relays, even after a failure or Ctrl-C
+
+    def _close(self) -> None:
         self.stop_chaos.set()
+        self.stop_partitions.set()
         self.stop_forger.set()
+        if self.partitioner is not None:
+            self.partitioner.heal_all()
         # Everything but PostgreSQL at once (each its own group), then PostgreSQL (fast shutdown).
         stoppers = [threading.Thread(target=self._stop, args=(child,)) for name, child in self.children.items() if name != "postgres"]
         for t in stoppers:
@@ -959,6 +1048,17 @@ def verdict(s: dict) -> list[str]:
         problems.append(f"consumer saw bad signatures or mismatched ids: {s['consumer']}")
     if s["deliveries"].get("dead"):
         problems.append(f"dead deliveries: {s['deliveries']['dead']}")
+    if "partitions" in s:
+        if s["revoked_keys"]["let_in_after_revoke"]:
+            problems.append(f"revoked keys let in after their revoke returned: {s['revoked_keys']['let_in_after_revoke']}")
+        if not s["revoked_keys"]["keys_revoked"]:
+            problems.append("no key was revoked during the run")
+        if s["leases"]["sends_outside_a_lease"]:
+            problems.append(f"deliveries sent outside their sender's lease: {s['leases']['sends_outside_a_lease']}")
+        if s["leases"]["overlapping_leases"]:
+            problems.append(f"a delivery claimed before another's lease ran out: {s['leases']['overlapping_leases']}")
+        if s["thread_errors"]:
+            problems.append(f"partition threads failed: {s['thread_errors']}")
     if not s["settled"]:
         problems.append(f"not settled: {s['settle_state']}")
     if s["not_created"]:
@@ -989,6 +1089,23 @@ def report(s: dict) -> str:
     for key in ("lost", "unexpected", "duplicates", "extra_versions", "events_lost_ids", "not_created_ids"):
         for line in s[key]:
             lines.append(f"  {key}: {line}")
+    if "partitions" in s:
+        k, le = s["revoked_keys"], s["leases"]
+        lines += [
+            "partitions by link: " + "; ".join(f"{link}: {v}" for link, v in s["partitions"].items()),
+            f"revoked keys: {k['keys_revoked']} revoked ({k['revokes_that_waited_for_a_lease']} waited for a lease, {k['revokes_that_failed']} failed"
+            f" with PostgreSQL down; revoke took {k['revoke_seconds']}); answers before the revoke returned {k['before_revoke']};"
+            f" after it {k['after_revoke']}; LET IN after the revoke returned: {k['let_in_after_revoke']}",
+            f"deliveries: {le['sends']} sends; outside their sender's lease {le['sends_outside_a_lease']}; overlapping leases"
+            f" {le['overlapping_leases']}; sent by two senders {le['sent_by_two_senders']} (two relay workers"
+            f" {le['sent_by_two_relay_workers']}), each deduplicated by webhook-id ({s['consumer']['duplicates_deduped']} duplicates)",
+        ]
+        for key in ("let_in",):
+            for line in k[key]:
+                lines.append(f"  {key}: {line}")
+        for key in ("outside", "overlapping"):
+            for line in le[key]:
+                lines.append(f"  {key}: {line}")
     lines.append("PASS" if s["ok"] else "FAIL: " + "; ".join(s["problems"]))
     return "\n".join(lines)
 
@@ -1008,6 +1125,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-base", type=float, default=0.5, help="HOKUSAI_RELAY_RETRY_BASE (0.5)")
     p.add_argument("--retry-cap", type=float, default=4.0, help="HOKUSAI_RELAY_RETRY_CAP (4)")
     p.add_argument("--lease", type=float, default=5.0, help="HOKUSAI_RELAY_LEASE (5)")
+    p.add_argument("--partitions", action="store_true", help="also cut links silently (root: network namespaces): the gateway and the "
+                   "receiver from PostgreSQL, relay-1 from PostgreSQL mid-lease, the receiver from MLflow; and revoke keys through the run")
+    p.add_argument("--partition-interval", type=float, default=4.0, help="seconds between one healing and the next cut, on average (4)")
+    p.add_argument("--max-cut", type=float, default=6.0, help="a cut lasts 1 s to this many seconds (6); relay-1's the lease and 1-3 s more")
     p.add_argument("--keep", action="store_true", help="keep the work directory and its logs")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -35,9 +35,13 @@ suspended), and the two lengths are joined by the database's order of events:
 How the revoker knows the gateways when one cannot answer: the server lists every watch's session
 (``pg_stat_activity``) until it sees it close. A partitioned gateway's session stays listed (the
 server hears no FIN either), does not answer, and is waited out. A gateway whose session the
-server no longer lists either closed it (and trusts nothing since), or lost it in a crash or a
-failover of the server, which the revocation must then follow by more than one lease to be
-covered: a gap of at most one lease, after a server restart only.
+server no longer lists either closed it (and trusts nothing since), or lost it when the server
+restarted. For that one, every watch records the longest lease in use (``LONGEST_LEASE``, in
+``hokusai_sweep_state``) before it first trusts memory, and a revocation that commits less than
+that lease after the server started (``pg_postmaster_start_time()``, against the server's own
+clock: one clock) waits until the lease has run out since the start. Not covered: a failover to a
+standby started long before (its start time is its own), and a session the server ends while the
+gateway is cut off (``pg_terminate_backend``, or server-side TCP timeouts shorter than a lease).
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, KEYS_HEARD_CHANNEL
@@ -59,6 +63,11 @@ _WATCHES = ("SELECT pid, application_name FROM pg_stat_activity WHERE (applicati
             "AND datname = current_database()")
 
 DEFAULT_LEASE = 2.0  # seconds a gateway trusts its memory after its last news from the database
+LONGEST_LEASE = "gateway.key_lease.longest"  # hokusai_sweep_state's key: the longest lease a watch declared
+_RECORD_LEASE = ("INSERT INTO hokusai_sweep_state (key, value) VALUES (%(key)s, %(lease)s) ON CONFLICT (key) DO UPDATE "
+                 "SET value = greatest(hokusai_sweep_state.value::float, excluded.value::float)::text")
+SINCE_START = ("SELECT extract(epoch FROM clock_timestamp() - pg_postmaster_start_time())::float, "
+                "(SELECT value FROM hokusai_sweep_state WHERE key = %s)")
 RATE_MARGIN = 0.01  # the revoker waits 1 % longer than a lease: for two clocks' rates (real drift: < 0.1 %)
 LEASE_MARGIN = 0.25  # seconds, on top
 
@@ -115,7 +124,7 @@ class RevocationWatch:
         self._stop = threading.Event()
         self._pid = 0
 
-    def start(self) -> "RevocationWatch":
+    def start(self) -> RevocationWatch:
         threading.Thread(target=self._run, name="hokusai-key-watch", daemon=True).start()
         return self
 
@@ -156,6 +165,8 @@ class RevocationWatch:
         # starting. One named after a revocation committed trusts nothing from before it (the
         # gateway forgets everything when its trust begins).
         conn.execute("SELECT set_config('application_name', %s, false)", (watch_name(self.lease),))
+        # Before memory is first trusted: a revoker after a server restart waits for this lease.
+        conn.execute(_RECORD_LEASE, {"key": LONGEST_LEASE, "lease": repr(float(self.lease))})
         self.on_heard(asked)
         sequence, pending = 0, None  # (payload, clock() before it was sent) of the probe awaited
         while not self._stop.is_set():
@@ -196,6 +207,7 @@ class Revoked:
     gateways: int  # gateway watches listening when it was revoked
     heard: int  # how many of them said they forgot the key before ``revoke_everywhere`` returned
     waited_for_lease: float = 0.0  # seconds waited for the leases of those that did not (0: all confirmed)
+    after_restart: bool = False  # the server had started less than a lease before: its lost watches were waited for
 
     @property
     def unconfirmed(self) -> int:
@@ -220,20 +232,45 @@ def revoke_everywhere(sessions, key_id: str) -> Revoked:
             row = keys.revoke(session, key_id)
             key_id, name = row.key_id, row.name
         committed = clock()  # the commit is behind us: counting from here is counting from after it
-        waiting = {str(pid): lease_of(application)
-                   for pid, application in ear.execute(_WATCHES, (WATCH_APPLICATION, WATCH_APPLICATION + " lease=%"))}
-        gateways = len(waiting)
-        while waiting and (left := committed + _wait_for(max(waiting.values())) - clock()) > 0:
+        until = {str(pid): committed + _wait_for(lease_of(application))  # clock() by which each watch has forgotten the key
+                 for pid, application in ear.execute(_WATCHES, (WATCH_APPLICATION, WATCH_APPLICATION + " lease=%"))}
+        gateways = len(until)
+        since_start, longest = ear.execute(SINCE_START, (LONGEST_LEASE,)).fetchone()
+        read = clock()  # after the server read its clock: the start was at most since_start before now
+        restart = restart_wait(since_start, longest)
+        if restart > 0:
+            # Watches the restart took away are listed nowhere, and may trust memory until a lease after it.
+            until[_RESTART] = read + restart
+        while until and (left := max(until.values()) - clock()) > 0:
             for note in ear.notifies(timeout=left, stop_after=1):
                 heard_key, _, pid = note.payload.partition(" ")
                 if heard_key == key_id:
-                    waiting.pop(pid, None)
-    waited = clock() - committed if waiting else 0.0
-    if waiting:
+                    until.pop(pid, None)
+    waited = clock() - committed if until else 0.0
+    unconfirmed = len(until) - (_RESTART in until)
+    if unconfirmed:
         _logger.warning("API key %s is revoked; %d of %d gateways did not confirm, so the revoke waited %.1f s for their "
                         "lease to run out: they refuse it now (with a 503 while they cannot reach the database)", key_id,
-                        len(waiting), gateways, waited)
-    return Revoked(key_id, name, gateways, gateways - len(waiting), waited)
+                        unconfirmed, gateways, waited)
+    elif _RESTART in until:
+        _logger.warning("API key %s is revoked; the database started %.1f s before, so the revoke waited %.1f s for the lease "
+                        "of any gateway it lost to run out: they refuse it now", key_id, since_start, waited)
+    return Revoked(key_id, name, gateways, gateways - unconfirmed, waited, _RESTART in until)
+
+
+_RESTART = "restart"  # what a revocation waits for after a recent start of the server
+
+
+def restart_wait(since_start: float | None, longest: str | None) -> float:
+    """Seconds still to wait after a start of the server ``since_start`` seconds ago, for watches
+    with a lease up to ``longest`` (recorded by the watches; the default when none was)."""
+    try:
+        lease = max(float(longest), DEFAULT_LEASE) if longest else DEFAULT_LEASE
+    except ValueError:
+        lease = DEFAULT_LEASE
+    if since_start is None:
+        return 0.0
+    return max(0.0, _wait_for(lease) - since_start)
 
 
 def _wait_for(lease: float) -> float:
