@@ -125,6 +125,20 @@ def _wait_for_lock_wait(url: str, timeout: float = 10.0) -> None:
     raise AssertionError("nobody waited on the token's row lock")
 
 
+def _wait_until_gone(url: str, pids: list[int], timeout: float = 10.0) -> None:
+    """Until none of the backends ``pids`` is left (pg_terminate_backend signals them: they end a
+    moment later)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(sa.make_url(url).render_as_string(hide_password=False), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"the terminated backends {pids} are still there")
+
+
 def test_a_version_that_loses_the_race_for_its_token_is_rejected_naming_the_winner(pg_url):
     """The token is in draft when this version reads it; another version's claim commits before
     this one's compare-and-set: the decision is taken again on what won, and nothing of ours lands."""
@@ -176,7 +190,7 @@ def test_the_pre_check_does_not_wait_for_a_writer_on_sqlite(tmp_path):
         dispose(url)
 
 
-def test_connections_the_server_killed_cost_at_most_one_unavailable(pg_url):
+def test_connections_the_server_killed_cost_exactly_one_unavailable(pg_url):
     """Without a pool pre-ping, a pooled connection that died fails its statement, as Unavailable
     (503 to MLflow, which retries), and SQLAlchemy replaces the whole pool for the next request."""
     service = service_of(pg_url)
@@ -186,16 +200,17 @@ def test_connections_the_server_killed_cost_at_most_one_unavailable(pg_url):
     admin = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ))
+            killed = [pid for pid, done in conn.execute(sa.text(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )) if done]
     finally:
         admin.dispose()
+    assert killed
+    _wait_until_gone(pg_url, killed)
 
-    try:
-        guarded(service.find, "m", "1")
-    except Unavailable:
-        pass  # the one request a dead connection costs (none with pool_pre_ping)
+    with pytest.raises(Unavailable):
+        guarded(service.find, "m", "1")  # the one request a dead connection costs (none with pool_pre_ping)
     assert service.find("m", "1").outcome == "rejected"
     outcome, _ = service.decide_and_record(facts("m", "2", "TK-G"))
     assert outcome.status == "registered"

@@ -59,7 +59,9 @@ def test_a_training_client_logs_and_registers_through_the_gateway(pg_stack, gate
     assert loaded.predict([[0.0, 0.0, 0.0]]).shape == (1,)
     again = mlflow.register_model(info.model_uri, unique_name)  # register_model too: a second version
     assert pg_stack.client.get_model_version(unique_name, again.version).source == info.model_uri
-    assert pg_stack.wait_decided(unique_name, again.version).outcome in ("registered", "rejected")  # the token takes one model
+    second = pg_stack.wait_decided(unique_name, again.version)
+    assert second.outcome == "rejected"  # the token takes one model: version 1's
+    assert f"Token '{token_id}' is already registered to model '{unique_name}' version {version}" in second.reason
 
 
 def test_without_a_key_nothing_is_created(pg_stack, gateway, monkeypatch):
