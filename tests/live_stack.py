@@ -304,3 +304,22 @@ def signed_headers(body: bytes, delivery_id: str | None = None, ts: int | None =
         "X-MLflow-Timestamp": str(ts),
         "X-MLflow-Signature": sign(secret, delivery_id, ts, body),
     }
+
+
+class MlflowUi:
+    """People in the MLflow UI through the gateway, on a stack: the console (a receiver of its own on
+    the stack's database, no relay) and a gateway process, each told the other's URL as ``hokusai
+    up`` tells them (two origins on one host, as on a laptop). ``stop()`` when done."""
+
+    def __init__(self, stack: Stack, **gateway_env):
+        self.stack = stack
+        self.console = ReceiverThread({**stack.receiver_config, "HOKUSAI_RELAY": False}).start()
+        self._process, self.gateway = gateway_process(
+            stack.db_url, stack.mlflow.url, stack.mlflow.workdir / f"gateway-ui-{uuid.uuid4().hex[:6]}.log",
+            HOKUSAI_CONSOLE_URL=self.console.url + "/console", **gateway_env)
+        self.console.app.config["HOKUSAI_GATEWAY_PUBLIC_URL"] = self.gateway + "/mlflow"
+        self.ui = self.gateway + "/mlflow/"
+
+    def stop(self) -> None:
+        self._process.stop()
+        self.console.release()

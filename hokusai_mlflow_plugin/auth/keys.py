@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hokusai_mlflow_plugin.core.errors import FORBIDDEN, INVALID, NOT_FOUND, UNAUTHORIZED, HokusaiError
-from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, USER, ApiKey, utcnow
+from hokusai_mlflow_plugin.db.models import KEYS_CHANNEL, USER, ApiKey, SignInSession, utcnow
 
 READ, REGISTER, DEPLOY, ADMIN = "read", "register", "deploy", "admin"
 SCOPES = (READ, REGISTER, DEPLOY, ADMIN)  # each includes the ones before it
@@ -149,11 +149,14 @@ def get(session: Session, key_id: str) -> ApiKey:
 
 
 def revoke(session: Session, key_id: str) -> ApiKey:
-    """Revoke a key. On PostgreSQL the commit also NOTIFYs ``KEYS_CHANNEL`` with its id, which
-    every gateway hears (``auth.revocation``)."""
+    """Revoke a key, and end the sessions signed in with it. On PostgreSQL the commit also
+    NOTIFYs ``KEYS_CHANNEL`` with its id, which every gateway hears (``auth.revocation``)."""
     row = get(session, key_id)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+    # The people signed in with it are signed out (auth.sessions refuses them anyway: this records when).
+    session.execute(sa.update(SignInSession).where(SignInSession.key_id == row.key_id, SignInSession.revoked_at.is_(None))
+                    .values(revoked_at=utcnow()))
     if session.get_bind().dialect.name == "postgresql":  # again if already revoked: harmless, and heard
         session.execute(sa.select(sa.func.pg_notify(KEYS_CHANNEL, row.key_id)))
     return row

@@ -342,3 +342,18 @@ class TokenTransition(Base):
         return {"from": self.from_status, "to": self.to_status, "at": iso(self.at), "actor": self.actor,
                 "key_id": self.key_id, "reason": self.reason, "model_name": self.model_name,
                 "model_version": self.model_version, "target": self.target}
+
+
+class SignInSession(Base):
+    """A person's session, signed in with an API key at the console: it opens the console and the
+    MLflow UI through the gateway. The cookie holds a random id; only its SHA-256 is kept here. It
+    ends at sign-out (``revoked_at``), at its key's revocation or expiry, and at ``expires_at``."""
+
+    __tablename__ = "hokusai_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    id_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(sa.ForeignKey("hokusai_api_keys.key_id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime | None]

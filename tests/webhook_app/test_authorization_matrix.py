@@ -31,6 +31,7 @@ from hokusai_mlflow_plugin.db.models import (
     MlflowObject,
     OutboxEvent,
     Registration,
+    SignInSession,
     Token,
     utcnow,
 )
@@ -119,12 +120,15 @@ def decision_of(endpoint: str) -> str | None:
 
 
 def snapshot(url: str) -> dict:
-    """Every row of every Hokusai table, except when keys were last used (a read records it)."""
+    """Every row of every Hokusai table, except when keys were last used (a read records it) and
+    the sessions (each console call signs in, which writes one; a sign-out ends it)."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
             found = {}
             for table in Base.metadata.sorted_tables:
+                if table.name == SignInSession.__tablename__:
+                    continue
                 columns = [c for c in table.columns if c.name != "last_used_at"]
                 found[table.name] = sorted(map(repr, conn.execute(sa.select(*columns)).all()))
             return found

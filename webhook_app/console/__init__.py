@@ -4,8 +4,10 @@ an API key. ``init_app`` adds it to the receiver's app, with its cookie, CSRF an
 from __future__ import annotations
 
 import hashlib
+import os
+from urllib.parse import urlsplit
 
-from flask import request
+from flask import current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webhook_app.console import actions, errors, formats, pages, signin  # noqa: F401 (their routes)
@@ -26,9 +28,12 @@ HEADERS = {
 
 
 def init_app(app) -> None:
-    """Register the console: its session cookie (HttpOnly, SameSite=Lax, Secure over https),
+    """Register the console: its cookies (HttpOnly, SameSite=Lax, Secure over https),
     CSRF on its own forms only, its security headers, and ProxyFix when behind a proxy."""
     app.config.setdefault("HOKUSAI_PROXY_FIX", False)
+    # The MLflow UI through the gateway, where it has an origin of its own (a laptop's other port):
+    # the one place off this origin that a sign-in may go back to.
+    app.config.setdefault("HOKUSAI_GATEWAY_PUBLIC_URL", os.environ.get("HOKUSAI_GATEWAY_PUBLIC_URL") or None)
     # Flask's defaults hold these keys already (None, "session"): replace the defaults only.
     if not app.config.get("SECRET_KEY"):
         # Every gunicorn worker derives the same key from the webhook secret; an operator may set one.
@@ -56,6 +61,13 @@ def _headers(response):
     if request.path == bp.url_prefix or request.path.startswith(bp.url_prefix + "/"):
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
+        gateway = current_app.config.get("HOKUSAI_GATEWAY_PUBLIC_URL")
+        if gateway and request.endpoint == "console.login":
+            # The sign-in's form may go back to the MLflow UI on the gateway's own origin: Chromium
+            # holds a form's redirect to form-action too.
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(gateway))
+            response.headers["Content-Security-Policy"] = response.headers["Content-Security-Policy"].replace(
+                "form-action 'self'", f"form-action 'self' {origin}")
         if not request.path.startswith(bp.url_prefix + "/static/"):
             response.headers["Cache-Control"] = "no-store"
     return response

@@ -26,12 +26,13 @@ from webhook_app.gateway.makers import MakerRecord
 from webhook_app.gateway.owners import Owners
 from webhook_app.gateway.proxy import GATEWAY, PREFIX, Gateway, forward
 from webhook_app.gateway.rate_limit import RateLimit
+from webhook_app.gateway.signin import SignIn, with_slash
 
 
 def create_app(test_config: dict | None = None) -> web.Application:
     """The settings of the environment (and ``HOKUSAI_CONFIG``), then ``test_config``: keys
     ``internal_uri``, ``database_url``, ``rate_limit``, ``redis_url``, ``connect_timeout``,
-    ``read_timeout``, ``trusted_proxies`` (addresses or networks, or their text)."""
+    ``read_timeout``, ``console_url``, ``public_url``, ``trusted_proxies`` (addresses or networks, or their text)."""
     settings = load_settings()
     config = {
         "internal_uri": settings.gateway_upstream,
@@ -45,6 +46,10 @@ def create_app(test_config: dict | None = None) -> web.Application:
         # unless a deployment turns it off (README: the risk of "off").
         "mlflow_ownership": os.environ.get("HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP", "on").strip().lower() not in ("off", "0", "false"),
         "trusted_proxies": settings.trusted_proxies,  # whose X-Forwarded-* is believed (forwarded)
+        # People in the MLflow UI: where they sign in (the console), and the gateway's own URL as
+        # browsers reach it (else each request's scheme and host). README: the MLflow UI.
+        "console_url": os.environ.get("HOKUSAI_CONSOLE_URL") or "/console",
+        "public_url": os.environ.get("HOKUSAI_GATEWAY_PUBLIC_URL") or None,
         **(test_config or {}),
     }
     if not config["internal_uri"]:
@@ -56,6 +61,7 @@ def create_app(test_config: dict | None = None) -> web.Application:
                       RateLimit(config["rate_limit"], config["redis_url"]), config["connect_timeout"], config["read_timeout"],
                       MakerRecord(config["database_url"]), Owners(config["database_url"]))
     gateway.ownership = bool(config["mlflow_ownership"])
+    gateway.signin = SignIn(config["database_url"], config["console_url"], config["public_url"])
     # Artifacts of any size stream through; only the few small bodies that scopes.route_of names are
     # read whole (proxy.WHOLE at most).
     # Bodies go on as they came: a compressed upload stays compressed (aiohttp would inflate it).
@@ -67,6 +73,7 @@ def create_app(test_config: dict | None = None) -> web.Application:
     app[forwarded.TRUSTED_PROXIES] = trusted_proxies(config["trusted_proxies"])
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics.serve)
+    app.router.add_get(PREFIX, with_slash)  # before the catch-all: /mlflow -> /mlflow/
     app.router.add_route("*", PREFIX + "{tail:(?:/.*)?}", forward)  # forward reads the raw path itself
     app.on_startup.append(_open)
     app.on_cleanup.append(_close)

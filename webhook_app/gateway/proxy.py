@@ -49,6 +49,7 @@ from webhook_app.gateway.scopes import (
     refused_tag,
     route_of,
 )
+from webhook_app.gateway.signin import SignIn, forwarded_headers
 
 _logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Gateway:
         self.makers = makers
         self.owners = owners
         self.ownership = False  # whether MLflow's objects are judged by their owners (create_app)
+        self.signin: SignIn | None = None  # people's session cookies, for the MLflow UI (create_app)
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self.session: aiohttp.ClientSession | None = None
 
@@ -124,6 +126,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     if access.need == REFUSED:
         return problem(403, f"{request.method} /{path} is not served through the gateway, to any key.")
     headers = _headers_out(request)
+    forwarded_headers(request, headers)
     route = route_of(path) if caller is not None else None
     judged = gateway.ownership and caller is not None and access.need in (READS, WRITES) and not mlflow_objects.is_admin(caller)
     renames = path.rstrip("/").endswith("registered-models/rename")
@@ -179,9 +182,15 @@ async def _authorize(request: web.Request, gateway: Gateway, scope: str) -> keys
     """The caller, or the answer that refuses the request. A good key counts against its own
     limit; a refused one against its address's (which never holds up a good key from there, as
     all of a proxy's or a NAT's users share one address): nobody spends another key's limit by
-    naming its (public) id."""
+    naming its (public) id. Without an ``Authorization`` header, a person's session cookie
+    (``signin``) names the caller, or sends a page load to the sign-in."""
     try:
-        caller = await gateway.key_check.caller(keys.bearer(request.headers.get("Authorization")))
+        caller = None
+        if "Authorization" not in request.headers and gateway.signin is not None:
+            caller = await gateway.signin.caller(request, unquote(request.rel_url.raw_path[len(PREFIX):]).lstrip("/"), PREFIX)
+            if isinstance(caller, web.Response):
+                return caller
+        caller = caller or await gateway.key_check.caller(keys.bearer(request.headers.get("Authorization")))
     except HokusaiError as e:
         if e.kind == UNAUTHORIZED and (wait := await gateway.rate_limit.retry_after(f"addr:{request.remote}")) is not None:
             return problem(429, f"Too many refused keys from this address: retry after {wait} s.", {"Retry-After": str(wait)})
