@@ -83,9 +83,10 @@ def main() -> None:
         if answer.status_code not in (302, 303):
             raise SystemExit(f"sign-in failed: {answer.status_code} {answer.get_data(as_text=True)[:300]}")
         pages = {
-            "overview": "/console/", "tokens": "/console/tokens", "tokens?q=": "/console/tokens?q=BENCH-0099",
-            "token": f"/console/tokens/{token_id}", "events": "/console/events", "events?status=dead": "/console/events?status=dead",
-            "event": f"/console/events/{event_id}", "keys": "/console/keys",
+            "overview": "/console/", "tokens": "/console/tokens", "tokens?status=": "/console/tokens?status=registered",
+            "tokens?q=": "/console/tokens?q=BENCH-0099", "token": f"/console/tokens/{token_id}", "events": "/console/events",
+            "events?status=dead": "/console/events?status=dead", "events?token=": f"/console/events?token={token_id}",
+            "event": f"/console/events/{event_id}", "keys": "/console/keys", "redeliver-dead": "/console/events/redeliver-dead",
         }
         rows = []
         for name, path in pages.items():

@@ -82,7 +82,7 @@ def test_a_forked_worker_holds_leases_under_its_own_name(tmp_path):
     upgrade(url)
     relay = Relay(session_factory(url), [ConsoleSink()], FAST, poll_interval=3600)
     relay.ensure_started()
-    time.sleep(0.5)  # its first pass is over: no lock is held across the fork
+    assert relay.wait_idle()  # its first pass is over: no lock is held across the fork
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the worker

@@ -15,6 +15,7 @@ from mlflow.entities import Metric
 from hokusai_mlflow_plugin.core.errors import MlflowUnavailable
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound
 from hokusai_mlflow_plugin.mlflow_io.shared_reads import SharedLoggedModelReads, SharedRunReads
+from tests.events.helpers import wait_until
 from tests.mlflow_helpers import CountingClient
 
 
@@ -34,7 +35,11 @@ def runs_with_auroc(client, n: int, experiment: str | None = None) -> tuple[str,
 
 
 class SlowFirstSearch(CountingClient):
-    """The first search takes a while, so that the callers behind it queue up."""
+    """The first search waits until the test lets it go, so that the callers behind it queue up."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.first_begun, self.let_go = threading.Event(), threading.Event()
 
     def __getattr__(self, name):
         counted = super().__getattr__(name)
@@ -42,8 +47,9 @@ class SlowFirstSearch(CountingClient):
             return counted
 
         def slow(*args, **kwargs):
-            if self.count("search_runs") == 0:
-                time.sleep(0.5)
+            if not self.first_begun.is_set():
+                self.first_begun.set()
+                assert self.let_go.wait(30)
             return counted(*args, **kwargs)
 
         return slow
@@ -60,10 +66,12 @@ def test_callers_behind_a_read_share_the_next_one(client):
 
     first = threading.Thread(target=read, args=(ids[0],))
     first.start()
-    time.sleep(0.1)  # the first caller's search is on its way
+    assert counting.first_begun.wait(30)  # the first caller's search is on its way
     rest = [threading.Thread(target=read, args=(run_id,)) for run_id in ids[1:]]
     for t in rest:
         t.start()
+    assert wait_until(lambda: len(reads._pending) == len(rest))  # all queued behind it
+    counting.let_go.set()
     for t in [first, *rest]:
         t.join(30)
     assert counting.count("search_runs") == 2 and counting.count("get_run") == 0  # 8 runs, 2 requests

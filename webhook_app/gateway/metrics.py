@@ -46,13 +46,25 @@ async def count_requests(request: web.Request, handler):
     try:
         response = await handler(request)
     except web.HTTPException as e:  # aiohttp's own answers (an unknown path, a method not allowed)
-        GATEWAY_REQUESTS.labels(route_class(request.get(ACCESS)), str(e.status)).inc()
+        _counted(route_class(request.get(ACCESS)), e.status)
         raise
     except Exception:  # aiohttp answers it with a 500
-        GATEWAY_REQUESTS.labels(route_class(request.get(ACCESS)), "500").inc()
+        _counted(route_class(request.get(ACCESS)), 500)
         raise
-    GATEWAY_REQUESTS.labels(route_class(request.get(ACCESS)), str(response.status)).inc()
+    _counted(route_class(request.get(ACCESS)), response.status)
     return response
+
+
+def _counted(route: str, status: int) -> None:
+    # The labelled counters kept by their labels: labels() takes a lock and builds its key each time.
+    counter = _REQUESTS.get((route, status))
+    if counter is None:
+        counter = _REQUESTS.setdefault((route, status), GATEWAY_REQUESTS.labels(route, str(status)))
+    counter.inc()
+
+
+_REQUESTS: dict = {}
+_UPSTREAM: dict = {}
 
 
 def upstream_trace() -> aiohttp.TraceConfig:
@@ -65,7 +77,11 @@ def upstream_trace() -> aiohttp.TraceConfig:
 
     async def answered(session, context, params) -> None:
         GATEWAY_UPSTREAM_SECONDS.observe(time.perf_counter() - context.started)
-        GATEWAY_UPSTREAM_RESPONSES.labels(str(params.response.status)).inc()
+        status = params.response.status
+        counter = _UPSTREAM.get(status)
+        if counter is None:
+            counter = _UPSTREAM.setdefault(status, GATEWAY_UPSTREAM_RESPONSES.labels(str(status)))
+        counter.inc()
 
     async def failed(session, context, params) -> None:
         if isinstance(params.exception, asyncio.CancelledError):
