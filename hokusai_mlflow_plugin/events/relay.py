@@ -62,6 +62,9 @@ class Relay:
         # What kick() asked for since a sink's thread last looked: event ids, and whether a full pass.
         self._kicked: dict[str, tuple[set[str], bool]] = {name: (set(), False) for name in self.sinks}
         self._kick_lock = threading.Lock()
+        # Set while a sink's thread waits with nothing to do: its last pass found nothing due, and
+        # no kick came since (kick() clears it before it wakes the thread).
+        self._idle = {name: threading.Event() for name in self.sinks}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         _check_lease(lease, sinks)
@@ -145,8 +148,16 @@ class Relay:
         with self._kick_lock:
             for name, (pending, sweep) in self._kicked.items():
                 self._kicked[name] = (pending | ids, sweep or not ids)
+                self._idle[name].clear()
         for event in self._wake.values():
             event.set()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until every sink's thread is idle: its last pass found nothing due and no kick has
+        come since. Until an event is added, a retry falls due or a kick comes, nothing more is
+        sent. False if that took longer than ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        return all(idle.wait(max(0.0, deadline - time.monotonic())) for idle in self._idle.values())
 
     def _take_kicked(self, name: str) -> tuple[list[str], bool]:
         with self._kick_lock:
@@ -162,6 +173,7 @@ class Relay:
                     # A forked process (a gunicorn worker) is another worker: its own lease owner.
                     self.deliveries.worker_id = uuid.uuid4().hex
                     self._kicked = {name: (set(), False) for name in self.sinks}
+                    self._idle = {name: threading.Event() for name in self.sinks}
                     self._threads = []
                     self.start()
 
@@ -204,9 +216,13 @@ class Relay:
                 busy = self.deliver_batch(name)  # what is due, oldest first
             except Exception:
                 _logger.warning("relay for %s: a pass failed; trying again", name, exc_info=True)
-                busy, next_pass = 0, time.monotonic() + self.poll_interval
+                busy, next_pass = None, time.monotonic() + self.poll_interval
             if not busy:
+                with self._kick_lock:
+                    if busy == 0 and not wake.is_set():  # a pass that failed is not idleness
+                        self._idle[name].set()
                 wake.wait(max(0.0, next_pass - time.monotonic()))
+                self._idle[name].clear()
 
 
 def _send(sink: Sink, event_id: str, event_type: str, body: str) -> tuple[Result, float]:
