@@ -137,6 +137,29 @@ class Link:
         self.made = False
 
 
+def link_for_test(tag: str):
+    """For a pytest fixture (``yield from``): a link made for the test and removed even when it
+    fails; a skip with the reason where partitions cannot be made (tests/conftest.py's CI rule
+    makes that skip a failure on CI)."""
+    import pytest
+
+    why = why_not()
+    made = Link(tag)
+    if why is None:
+        sweep()  # what a run that was killed left behind
+        try:
+            made.make()
+        except subprocess.CalledProcessError as e:
+            made.remove()
+            why = f"cannot make a network namespace here: {e.stderr.strip() or e}"
+    if why is not None:
+        pytest.skip(why)
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
 def listening_inside(namespace: str, host: str, port: int = 0) -> socket.socket:
     """A listening socket on ``host:port`` made in ``namespace`` by a thread of its own (a network
     namespace is a thread's: the rest of the process stays in the root namespace, and so do the

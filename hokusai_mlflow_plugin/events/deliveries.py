@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,6 +70,17 @@ class DeliveryStore:
             from sqlalchemy.dialects.sqlite import insert
         self._insert = insert
 
+    @contextmanager
+    def _begin(self) -> Iterator[Session]:
+        """One transaction. On PostgreSQL the server ends it once it has waited a lease on this
+        worker: a worker cut off from the database in the middle of one (a silent partition, a
+        host lost) would otherwise hold the rows it locked until the server noticed, two hours
+        later by default, and every other worker's claim skips locked rows."""
+        with self.sessions.begin() as session:
+            if self._postgresql:
+                session.execute(sa.text(f"SET LOCAL idle_in_transaction_session_timeout = {max(1, round(self.lease * 1000))}"))
+            yield session
+
     def fan_out(self, sinks: list[str], event_ids: list[str] | None = None) -> int:
         """Give every configured sink a delivery row for each event it has none for, or for
         ``event_ids``. Relays with different sinks share one outbox safely: rows are per sink, and
@@ -79,7 +92,7 @@ class DeliveryStore:
         a cursor (configured later) starts one retry horizon back, not at the start of history."""
         made = 0
         for name in sinks:
-            with self.sessions.begin() as session:
+            with self._begin() as session:
                 query = self.without_delivery(name)
                 now = utcnow()
                 key = "fanout:" + hashlib.sha256(name.encode()).hexdigest()[:32]  # sink names are long
@@ -115,7 +128,7 @@ class DeliveryStore:
         """Lease the due deliveries of ``sink`` (of ``event_ids`` only, if given): (delivery id,
         event id, event type, body)."""
         now = utcnow()
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             query = (
                 sa.select(Delivery.id)
                 .where(
@@ -156,7 +169,7 @@ class DeliveryStore:
             sa.update(Delivery).values(locked_until=utcnow() + timedelta(seconds=self.lease))
             .execution_options(synchronize_session=False)
         )
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             if session.get_bind().dialect.update_returning:
                 return set(session.scalars(update.where(*ours).returning(Delivery.id)))
             # SQLite before 3.35 has no RETURNING; its BEGIN IMMEDIATE keeps other writers out meanwhile
@@ -166,7 +179,7 @@ class DeliveryStore:
 
     def record(self, delivery_id: int, result: Result, latency_ms: float, attempted_at: datetime) -> str:
         """Store the attempt and move the delivery on; returns its new status."""
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             session.add(Attempt(delivery_id=delivery_id, attempted_at=attempted_at, status_code=result.status_code,
                                 error=result.error, latency_ms=latency_ms))
             d = session.scalars(
@@ -195,7 +208,7 @@ class DeliveryStore:
     def release(self, delivery_ids: list[int]) -> None:
         """Give back our lease on ``delivery_ids``, unsent: they stay as they were, due again."""
         if delivery_ids:
-            with self.sessions.begin() as session:
+            with self._begin() as session:
                 session.execute(
                     sa.update(Delivery).where(Delivery.id.in_(delivery_ids), Delivery.lease_owner == self.worker_id)
                     .values(locked_until=None, lease_owner=None).execution_options(synchronize_session=False)
@@ -206,7 +219,7 @@ class DeliveryStore:
         transaction. A delivery whose lease another worker holds now keeps that worker's state."""
         if not done:
             return
-        with self.sessions.begin() as session:
+        with self._begin() as session:
             session.execute(sa.insert(Attempt), [
                 {"delivery_id": d, "attempted_at": at, "status_code": r.status_code, "error": None, "latency_ms": ms}
                 for d, r, ms, at in done

@@ -98,10 +98,16 @@ class Relay:
                     # the lease could run out during this send: renew what is left, all at once
                     self.deliveries.record_delivered(done)
                     done = []
-                    renewed_at = time.monotonic()
-                    rest = [d[0] for d in batch[index:] if d[0] not in lost]
-                    lost |= set(rest) - self.deliveries.renew(rest)
-                    lease_ends = renewed_at + self.lease
+                    while True:
+                        renewed_at = time.monotonic()
+                        rest = [d[0] for d in batch[index:] if d[0] not in lost]
+                        lost |= set(rest) - self.deliveries.renew(rest)
+                        lease_ends = renewed_at + self.lease
+                        # A renew that came back late (the database slow, or cut off and back) earned a
+                        # lease counted from before it was sent, perhaps over already: renew again
+                        # until half a lease is left, or nothing is ours.
+                        if delivery_id in lost or lease_ends - time.monotonic() >= self.lease / 2:
+                            break
                 if delivery_id in lost:
                     continue
                 attempted_at = utcnow()

@@ -14,7 +14,6 @@ that did not.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import threading
 import time
 
@@ -40,21 +39,7 @@ CONFIRMING = 1.0  # seconds a revoke may take beyond the lease and its margins (
 @pytest.fixture
 def link():
     """A namespace of the test's own and its veth pair, removed even when the test fails."""
-    why = netns.why_not()
-    made = netns.Link("part")
-    if why is None:
-        netns.sweep()  # what a run that was killed left behind
-        try:
-            made.make()
-        except subprocess.CalledProcessError as e:
-            made.remove()
-            why = f"cannot make a network namespace here: {e.stderr.strip() or e}"
-    if why is not None:
-        pytest.skip(why)
-    try:
-        yield made
-    finally:
-        made.remove()
+    yield from netns.link_for_test("part")
 
 
 class Requests:
