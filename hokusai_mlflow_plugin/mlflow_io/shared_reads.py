@@ -5,7 +5,8 @@ commit shares a flush (issue 23).
 
 Nothing is kept: every run and LoggedModel is read by a request that starts after its caller asked,
 so a decision's metric is MLflow's as of that decision, exactly as with ``get_run``. Alone (no
-burst), a read waits for nobody and costs one request, as before. The only thing remembered is
+burst), a read waits for nobody and is the plain ``get_run`` (``get_logged_model``), as before: a
+search costs MLflow more than a get, and pays only when it reads several. The only thing remembered is
 where to search: the experiments of the LoggedModels read lately (a LoggedModel search needs
 experiment ids); a LoggedModel found in none of them is asked for alone.
 """
@@ -76,13 +77,20 @@ class _SharedReads:
         ids = ", ".join(f"'{key}'" for key in batch)
         self.requests += 1
         try:
-            found, error = self._search(experiments, ids, len(batch)), None
+            if len(batch) == 1:  # nobody to share with: the plain read, which costs MLflow less than a search
+                (key,) = batch
+                found, error = {key: self._get_one(key)}, None
+            else:
+                found, error = self._search(experiments, ids, len(batch)), None
         except Exception as e:  # every waiter gets the failure (MlflowUnavailable: MLflow retries)
             found, error = {}, e
         for key, wanted in batch.items():
             wanted.found, wanted.error, wanted.done = found.get(key), error, True
 
     def _search(self, experiment_ids: list[str], ids: str, n: int) -> dict:
+        raise NotImplementedError
+
+    def _get_one(self, key: str):
         raise NotImplementedError
 
 
@@ -105,6 +113,9 @@ class SharedRunReads(_SharedReads):
             run_view_type=ViewType.ALL, max_results=n,
         )
         return {run.info.run_id: run for run in found}
+
+    def _get_one(self, run_id):
+        return call(self.client.get_run, run_id)
 
 
 class SharedLoggedModelReads(_SharedReads):
@@ -134,3 +145,6 @@ class SharedLoggedModelReads(_SharedReads):
     def _search(self, experiment_ids, ids, n):
         found = call(self.client.search_logged_models, experiment_ids, filter_string=f"model_id IN ({ids})", max_results=n)
         return {logged.model_id: logged for logged in found}
+
+    def _get_one(self, model_id):
+        return call(self.client.get_logged_model, model_id)

@@ -43,7 +43,7 @@ class SlowFirstSearch(CountingClient):
 
     def __getattr__(self, name):
         counted = super().__getattr__(name)
-        if name != "search_runs":
+        if name not in ("search_runs", "get_run"):
             return counted
 
         def slow(*args, **kwargs):
@@ -74,7 +74,7 @@ def test_callers_behind_a_read_share_the_next_one(client):
     counting.let_go.set()
     for t in [first, *rest]:
         t.join(30)
-    assert counting.count("search_runs") == 2 and counting.count("get_run") == 0  # 8 runs, 2 requests
+    assert counting.count("get_run") == 1 and counting.count("search_runs") == 1  # 8 runs, 2 requests: the first alone
     for i, run_id in enumerate(ids):
         alone = client.get_run(run_id)
         assert got[run_id].info.run_id == run_id
@@ -91,14 +91,22 @@ def test_the_metric_is_read_at_the_time_of_asking(client):
 
 
 def test_a_run_elsewhere_a_deleted_run_and_an_unknown_run(client):
-    exp, (here,) = runs_with_auroc(client, 1)
+    exp, (first, here) = runs_with_auroc(client, 2)
     _, (elsewhere,) = runs_with_auroc(client, 1)
     client.delete_run(here)
-    counting = CountingClient(client)
-    reads = SharedRunReads(counting)
-    assert reads.get(here, exp).info.lifecycle_stage == "deleted"  # as get_run: deleted runs are found
-    assert reads.get(elsewhere, exp).info.run_id == elsewhere  # not in that experiment: asked for alone
-    assert counting.calls == ["search_runs", "search_runs", "get_run"]
+    counting = SlowFirstRead(client, ("get_run", "search_runs"), queued=2)
+    counting.reads = reads = SharedRunReads(counting)
+    got = {}
+    threads = [threading.Thread(target=lambda r=r: got.setdefault(r, reads.get(r, exp))) for r in (first, here, elsewhere)]
+    threads[0].start()
+    assert counting.started.wait(30)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert got[here].info.lifecycle_stage == "deleted"  # as get_run: deleted runs are found
+    assert got[elsewhere].info.run_id == elsewhere  # not in that experiment: asked for alone
+    assert counting.calls == ["get_run", "search_runs", "get_run"]  # the first alone, the two behind it together
     with pytest.raises(MlflowNotFound):
         reads.get(uuid.uuid4().hex, exp)
     counting.calls.clear()
@@ -116,6 +124,8 @@ def test_every_waiter_gets_the_failure_and_the_next_caller_reads_again():
             self.calls += 1
             time.sleep(0.2)
             raise ConnectionError("refused")
+
+        get_run = search_runs  # the first read, alone
 
     down = Down()
     reads = SharedRunReads(down)
@@ -149,59 +159,48 @@ def logged_models(client, n: int, experiment: str) -> list[str]:
 def test_logged_models_are_searched_in_the_experiments_seen_lately(client):
     exp = client.create_experiment(f"shared-models-{uuid.uuid4().hex[:8]}")
     elsewhere = client.create_experiment(f"shared-models-{uuid.uuid4().hex[:8]}")
-    ids = logged_models(client, 3, exp)
+    ids = logged_models(client, 4, exp)
     (other,) = logged_models(client, 1, elsewhere)
-    counting = CountingClient(client)
-    reads = SharedLoggedModelReads(counting)
-    assert reads.get(ids[0]).model_id == ids[0]  # no experiment seen yet: asked for alone
-    assert reads.get(ids[1]).model_id == ids[1]  # searched in the experiment it learnt
-    assert reads.get(other).model_id == other  # searched there, not found: alone, and learnt
-    assert counting.calls == ["get_logged_model", "search_logged_models", "search_logged_models", "get_logged_model"]
+    reads = SharedLoggedModelReads(client)
+    assert reads.get(ids[0]).model_id == ids[0]  # no experiment seen yet, nobody waits: asked for alone
+    counting = SlowFirstRead(client, ("get_logged_model", "search_logged_models"), queued=3)
+    reads.client, counting.reads = counting, reads
+    got = {}
+    threads = [threading.Thread(target=lambda m=m: got.setdefault(m, reads.get(m))) for m in (ids[1], ids[2], ids[3], other)]
+    threads[0].start()
+    assert counting.started.wait(30)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert {m: got[m].model_id for m in got} == {m: m for m in (ids[1], ids[2], ids[3], other)}
+    # the first alone; the three behind it together, in the experiment learnt; the one found in none alone
+    assert counting.calls == ["get_logged_model", "search_logged_models", "get_logged_model"]
     for i, model_id in enumerate(ids[1:], start=1):
-        got, alone = reads.get(model_id), client.get_logged_model(model_id)
-        assert (got.tags, got.source_run_id, got.experiment_id) == (alone.tags, alone.source_run_id, alone.experiment_id)
-        assert [(m.key, m.value) for m in got.metrics] == [(m.key, m.value) for m in alone.metrics] == [("auroc", 0.6 + i / 100)]
+        alone = client.get_logged_model(model_id)
+        assert (got[model_id].tags, got[model_id].source_run_id, got[model_id].experiment_id) == (alone.tags, alone.source_run_id, alone.experiment_id)
+        assert [(m.key, m.value) for m in got[model_id].metrics] == [(m.key, m.value) for m in alone.metrics] == [("auroc", 0.6 + i / 100)]
     with pytest.raises(MlflowNotFound):
         reads.get("m-" + uuid.uuid4().hex)
 
 
-class SlowFirstModelSearch(CountingClient):
-    """The first LoggedModel search says it started, then waits until ``queued`` callers wait behind it."""
+class SlowFirstRead(CountingClient):
+    """The first call of one of ``names`` says it started, then waits until ``queued`` callers wait
+    behind it (``reads._pending``)."""
 
-    def __init__(self, client, queued: int):
+    def __init__(self, client, names: tuple[str, ...], queued: int):
         super().__init__(client)
-        self.started, self.queued, self.reads = threading.Event(), queued, None
+        self.names, self.queued, self.reads, self.started = names, queued, None, threading.Event()
 
     def __getattr__(self, name):
         counted = super().__getattr__(name)
-        if name != "search_logged_models":
+        if name not in self.names:
             return counted
 
         def slow(*args, **kwargs):
-            if self.count("search_logged_models") == 0:
+            if not self.started.is_set():
                 self.started.set()
-                deadline = time.monotonic() + 30
-                while len(self.reads._pending) < self.queued and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                assert wait_until(lambda: len(self.reads._pending) >= self.queued)
             return counted(*args, **kwargs)
 
         return slow
-
-
-def test_logged_models_wanted_behind_a_read_share_the_next_one(client):
-    exp = client.create_experiment(f"shared-models-{uuid.uuid4().hex[:8]}")
-    ids = logged_models(client, 6, exp)
-    counting = SlowFirstModelSearch(client, queued=4)
-    counting.reads = reads = SharedLoggedModelReads(counting)
-    reads.get(ids[0])  # learns the experiment
-    got = {}
-    first = threading.Thread(target=lambda: got.setdefault(ids[1], reads.get(ids[1])))
-    first.start()
-    assert counting.started.wait(30)
-    rest = [threading.Thread(target=lambda m=m: got.setdefault(m, reads.get(m))) for m in ids[2:]]
-    for t in rest:
-        t.start()
-    for t in [first, *rest]:
-        t.join(30)
-    assert counting.count("search_logged_models") == 2 and counting.count("get_logged_model") == 1  # 5 models, 2 requests
-    assert {m: got[m].model_id for m in ids[1:]} == {m: m for m in ids[1:]}
