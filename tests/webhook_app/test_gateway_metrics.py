@@ -52,7 +52,7 @@ def test_each_request_key_and_mlflow_answer_is_counted(pg_stack):
 
     try:
         # Until the gateway answers this key from memory (its watch has heard the database).
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             before = scrape(url + "/metrics")
             assert get(SEARCH, register) == 200
