@@ -587,8 +587,8 @@ class Chaos:
         self.pg_port = free_port()
         cmd = [str(bindir / "postgres"), "-D", str(pg / "data"), "-p", str(self.pg_port), "-k", str(pg / "sock"),
                "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
-        self.children["postgres"] = Postgres("postgres", cmd, {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
-                                          self.workdir / "postgres.log", user, wait_postgres(self.pg_port)).start()
+        self.spawn(Postgres("postgres", cmd, {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
+                            self.workdir / "postgres.log", user, wait_postgres(self.pg_port)))
         with psycopg.connect(host="127.0.0.1", port=self.pg_port, user="postgres", dbname="postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE hokusai")
         self.db_url = f"postgresql://postgres@127.0.0.1:{self.pg_port}/hokusai"
@@ -603,6 +603,11 @@ class Chaos:
             if name == "receiver":
                 mlflow_url = f"http://{self.network.address('rcml')}"
         return db_url, mlflow_url
+
+    def spawn(self, child: Child, timeout: float = 120.0) -> Child:
+        """Start ``child``, known to close() before it starts: one interrupted while it comes up is stopped too."""
+        self.children[child.name] = child
+        return child.start(timeout)
 
     def child_env(self, name: str) -> dict:
         """``name``'s environment: its links, and its database sessions named after it (PGAPPNAME:
@@ -649,7 +654,7 @@ class Chaos:
         self.event_secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
         self.consumer = Consumer(self.event_secret, FAIL_RATE, self.args.seed + 1).start()
         self.consumer.senders = partitions.Senders(
-            lambda: {name: c.proc.pid for name, c in self.children.items() if name == "receiver" or name.startswith("relay-")})
+            lambda: {name: c.proc.pid for name, c in self.children.items() if c.proc is not None and (name == "receiver" or name.startswith("relay-"))})
 
         mlflow_port = free_port()
         self.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
@@ -660,11 +665,11 @@ class Chaos:
                                           for t, link in self.network.links.items()))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
         base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(benchlib.REPO), os.environ.get("PYTHONPATH")]))
-        self.children["mlflow"] = Child(
+        self.spawn(Child(
             "mlflow", server_command(f"sqlite:///{self.workdir / 'mlflow.db'}", self.workdir / "artifacts", "127.0.0.1", mlflow_port),
             server_env(TEST_ENCRYPTION_KEY, cache_ttl=1, base=base), self.workdir / "mlflow.log",
             ready=wait_http(self.mlflow_url + "/health"),
-        ).start(timeout=180)
+        ), timeout=180)
         self.log(f"mlflow server at {self.mlflow_url}")
 
         receiver_port = free_port()
@@ -676,18 +681,17 @@ class Chaos:
                 metrics_dir(prometheus)  # prometheus-client's multiprocess directory must start empty
                 return super().start(timeout)
 
-        self.children["receiver"] = Receiver(
+        self.spawn(Receiver(
             "receiver", receiver_command("127.0.0.1", receiver_port, 2), {**self.child_env("receiver"), "PROMETHEUS_MULTIPROC_DIR": str(prometheus)},
             self.workdir / "receiver.log", ready=wait_http(self.receiver_url + "/health"),
-        ).start()
+        ))
         module = [sys.executable, "-m", "hokusai_mlflow_plugin"]
         for i in range(1, self.args.relays + 1):
-            self.children[f"relay-{i}"] = Child(f"relay-{i}", [*module, "events", "relay"], self.child_env(f"relay-{i}"),
-                                                self.workdir / f"relay-{i}.log").start()
-        self.children["reconcile"] = Child(
+            self.spawn(Child(f"relay-{i}", [*module, "events", "relay"], self.child_env(f"relay-{i}"), self.workdir / f"relay-{i}.log"))
+        self.spawn(Child(
             "reconcile", [*module, "reconcile", "--interval", str(self.args.reconcile_interval)], self.child_env("reconcile"),
             self.workdir / "reconcile.log",
-        ).start()
+        ))
         if self.args.partitions:
             self.start_gateway()
         self.log(f"receiver at {self.receiver_url} (gunicorn, 2 workers), {self.args.relays} relay(s), reconcile every "
@@ -707,8 +711,8 @@ class Chaos:
                 return super().start(timeout)
 
         env = {**self.child_env("gateway"), "HOKUSAI_MLFLOW_INTERNAL_URI": self.mlflow_url, "PROMETHEUS_MULTIPROC_DIR": str(prometheus)}
-        self.children["gateway"] = Gateway("gateway", gateway_command("127.0.0.1", port, 2), env, self.workdir / "gateway.log",
-                                           ready=wait_http(f"http://127.0.0.1:{port}/health")).start()
+        self.spawn(Gateway("gateway", gateway_command("127.0.0.1", port, 2), env, self.workdir / "gateway.log",
+                           ready=wait_http(f"http://127.0.0.1:{port}/health")))
         self.log(f"gateway at {self.gateway_url} (2 workers, the default key lease of 2 s)")
 
     # -- chaos ------------------------------------------------------------------------------------
@@ -1151,6 +1155,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)  # also where it was inherited ignored (a background job of a script)
     print(benchlib.machine_facts(), flush=True)
     print("command: " + " ".join(["bench/chaos.py", *sys.argv[1:]]), flush=True)
     try:
