@@ -41,7 +41,8 @@ def up(obj, host, mlflow_port, receiver_port, gateway_port, reconcile_interval):
     _start(stack)
     click.echo(
         f"\nHokusai is up (data in {stack.home}).\n"
-        f"  MLflow UI and tracking: {stack.mlflow_url}\n"
+        f"  MLflow UI and tracking: {stack.mlflow_url} (MLflow direct, no sign-in)\n"
+        f"  MLflow UI, signed in:   {stack.ui_url} (through the gateway: sign in with an API key)\n"
         f"  Webhook receiver:       {stack.receiver_url}/webhooks/mlflow\n"
         f"  HTTP API and console:   {stack.receiver_url}/api/v1, {stack.receiver_url}/console\n"
         f"  MLflow gateway:         {stack.gateway_url} (with MLFLOW_TRACKING_TOKEN=<a key from 'hokusai apikey create'>)\n"

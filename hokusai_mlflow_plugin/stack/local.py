@@ -111,6 +111,11 @@ class LocalStack:
         return f"http://{self.host}:{self.gateway_port}/mlflow" if self.gateway_port else None
 
     @property
+    def ui_url(self) -> str | None:
+        """The MLflow UI through the gateway: people sign in once, at the console, with an API key."""
+        return f"{self.gateway_url}/" if self.gateway_url else None
+
+    @property
     def state_file(self) -> Path:
         return self.home / "up.json"
 
@@ -169,10 +174,15 @@ class LocalStack:
             "MLFLOW_TRACKING_URI": self.mlflow_url,
         }
         receiver_env = {**child_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.home / "prometheus" / "receiver"))}
+        if self.gateway_port:
+            # Two origins on one host: the console's sign-in may go back to the UI at the gateway's,
+            # and the gateway sends people without a session to the console's sign-in.
+            receiver_env["HOKUSAI_GATEWAY_PUBLIC_URL"] = self.gateway_url
         receiver = self._spawn("receiver", receiver_command(self.host, self.receiver_port, self.receiver_workers), receiver_env)
         if self.gateway_port:
             self.log(f"      and the MLflow gateway at {self.gateway_url} (API keys)")
-            gateway_env = {**child_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.home / "prometheus" / "gateway"))}
+            gateway_env = {**child_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.home / "prometheus" / "gateway")),
+                           "HOKUSAI_CONSOLE_URL": f"{self.receiver_url}/console"}
             gateway = self._spawn("gateway", gateway_command(self.host, self.gateway_port, 1), gateway_env)
         receiver.wait_http(self.receiver_url + "/health", timeout=60)
         if self.gateway_port:

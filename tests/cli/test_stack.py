@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,6 +103,17 @@ def test_up_serves_registers_refuses_a_second_and_stops_every_child(tmp_path):
         search = f"http://127.0.0.1:{gateway_port}/mlflow/api/2.0/mlflow/experiments/search"
         assert requests.get(search, params={"max_results": 1}, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
         assert requests.get(search, params={"max_results": 1}, timeout=10).status_code == 401
+        # the MLflow UI through the gateway: no session sends a person to the console's sign-in, and back
+        ui = f"http://127.0.0.1:{gateway_port}/mlflow/"
+        assert f"MLflow UI, signed in:   {ui}" in text
+        login = f"http://127.0.0.1:{receiver_port}/console/login"
+        page = requests.get(ui, allow_redirects=False, timeout=10)
+        assert page.status_code == 302 and page.headers["Location"].startswith(login + "?next=")
+        person = requests.Session()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', person.get(page.headers["Location"], timeout=10).text).group(1)
+        back = person.post(login, data={"key": key, "next": ui, "csrf_token": token}, allow_redirects=False, timeout=10)
+        assert back.status_code == 302 and back.headers["Location"] == ui
+        assert person.get(ui, allow_redirects=False, timeout=10).status_code == 200
 
         second = subprocess.run([*HOKUSAI, "up", "--mlflow-port", str(free_port()), "--receiver-port", str(free_port()),
                                  "--gateway-port", str(free_port())],
