@@ -11,6 +11,7 @@ setup(
     package_data={
         "hokusai_mlflow_plugin.db.migrations": ["script.py.mako"],
         "webhook_app.console": ["templates/console/*.html", "static/*.css", "static/*.js"],
+        "webhook_app.gateway": ["mlflow_schema.graphql"],  # MLflow's GraphQL schema, which the gateway validates with
     },
     install_requires=[
         # 3.18.0 is published but its own dependencies do not install yet; tested on 3.17.2.

@@ -216,11 +216,14 @@ class Stack:
         registered model (name) that a test made on MLflow directly, as the gateway records one
         made through it (``auth.mlflow_objects``): its keys then reach it with ownership on."""
         from hokusai_mlflow_plugin.auth import principals
-        from hokusai_mlflow_plugin.db.models import MlflowObject
+        from hokusai_mlflow_plugin.core import tags
+        from hokusai_mlflow_plugin.db.models import REGISTERED_MODEL, MlflowObject
 
         with self.sessions.begin() as s:
             who = principals.user_named(s, user).id
             s.merge(MlflowObject(kind=kind, object_id=str(object_id), owner_id=who, creator_id=who, key_id="test"))
+        if kind == REGISTERED_MODEL:  # and its owner's tag, as the gateway writes it
+            self.client.set_registered_model_tag(str(object_id), tags.OWNER, str(who))
 
     def create_token(self, token_id: str, metric: str | None = "auroc", baseline: float | None = 0.82, status: str = "draft",
                      owner: str | None = None) -> None:

@@ -11,6 +11,10 @@ The gateway asks here, and carries no rule of its own (DESIGN.md, "Who may do wh
   ceiling: a ``read`` key writes nothing.
 - Objects with no owner row (made on MLflow directly, before the gateway recorded owners, or by an
   operator's admin key) are reached by admin keys alone, as tokens with no owner are.
+- A registered model's owner is also its ``hokusai_owner`` tag in MLflow (the owner's principal id),
+  written with the owner row by whoever records it (the gateway, the API) and by no key: a caller
+  whose every readable model has one owner (no shares to it) gets its searches narrowed by that one
+  tag (``single_model_owner``); MLflow spends about 1 ms per name parsing a ``name IN (...)`` filter.
 - MLflow's Default experiment (id 0) has no owner and is nobody's window: a run, logged model or
   trace that a client puts in it through the gateway goes to its owner's own default experiment,
   made at first use (``default_experiment``). Experiment 0 itself is reached by admin keys alone.
@@ -142,6 +146,20 @@ def visible(conn: sa.Connection | Session, caller: Caller, kind: str) -> list[st
     return sorted(conn.execute(sa.union(owned, shared)).scalars())
 
 
+def single_model_owner(conn: sa.Connection | Session, caller: Caller) -> int | None:
+    """The one principal whose registered models are exactly those ``caller`` may read (it is, or is a
+    member of, their owner, and no model is shared with it), or None: then only the list of names
+    says what it may read. Where it is one, a search is narrowed by the ``hokusai_owner`` tag."""
+    if is_admin(caller) or caller.user_id is None:
+        return None
+    mine = principal_ids(caller.user_id)
+    owners = conn.execute(sa.select(MlflowObject.owner_id).where(MlflowObject.kind == REGISTERED_MODEL,
+                                                                 MlflowObject.owner_id.in_(mine)).distinct().limit(2)).scalars().all()
+    shared = conn.execute(sa.select(sa.exists().where(MlflowShare.kind == REGISTERED_MODEL,
+                                                      MlflowShare.principal_id.in_(mine)))).scalar()
+    return owners[0] if len(owners) == 1 and not shared else None
+
+
 # -- owners ---------------------------------------------------------------------------------------------
 
 
@@ -155,11 +173,14 @@ def owner_of_new(conn: sa.Connection | Session, caller: Caller) -> int | None:
     return team if team is not None else caller.user_id
 
 
-def record_owner(conn: sa.Connection, kind: str, object_id: str, caller: Caller, is_default: bool = False) -> None:
-    """Record that ``caller`` created the object (its owner: ``owner_of_new``); the first record stands."""
+def record_owner(conn: sa.Connection, kind: str, object_id: str, caller: Caller, is_default: bool = False) -> int | None:
+    """Record that ``caller`` created the object (its owner: ``owner_of_new``); the first record
+    stands. Returns the owner recorded (a registered model's ``hokusai_owner`` tag)."""
     values = {"kind": kind, "object_id": str(object_id), "owner_id": owner_of_new(conn, caller), "creator_id": caller.user_id,
               "key_id": caller.key_id, "is_default": is_default, "created_at": sa.func.current_timestamp()}
     _insert_once(conn, MlflowObject.__table__, values, ["kind", "object_id"])
+    return conn.execute(sa.select(MlflowObject.owner_id).where(MlflowObject.kind == kind,
+                                                               MlflowObject.object_id == str(object_id))).scalar()
 
 
 def rename(conn: sa.Connection, kind: str, old: str, new: str) -> None:

@@ -17,6 +17,9 @@ METRIC = "hokusai_metric"
 BASELINE = "hokusai_baseline"
 STATUS = "hokusai_status"
 REASON = "hokusai_reason"
+#: On a registered model: the id of the principal (team or user) that owns it (auth.mlflow_objects),
+#: written by the system alone, so that a search is narrowed by one short filter.
+OWNER = "hokusai_owner"
 
 #: Tags that travel from a run or LoggedModel to a model version.
 INPUT_TAGS = (TOKEN_ID, METRIC, BASELINE)

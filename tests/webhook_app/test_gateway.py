@@ -111,11 +111,11 @@ def test_scope_of_mlflow_requests():
     assert scope_of("POST", "api/3.0/mlflow/traces/search") == "read"
     # POSTs whose paths end like a search but name what the caller chose: writes
     assert scope_of("POST", "api/2.0/mlflow-artifacts/mpu/complete/1/abc/artifacts/search") == "register"
-    # the AI gateway's and MCP servers' routes have no owner of ours, and GraphQL names objects
-    # inside its query: operators only (scopes._API_FAMILIES, _ROOT)
+    # the AI gateway's and MCP servers' routes have no owner of ours: operators only
+    # (scopes._API_FAMILIES, _ROOT); GraphQL only reads, each field judged as its REST route
     assert scope_of("POST", "api/3.0/mlflow/mcp-servers/x/search-y/tags") == "admin"
     assert scope_of("POST", "gateway/proxy/ep/v1/chat/completions/search") == "admin"
-    assert scope_of("POST", "graphql") == "admin" and scope_of("GET", "graphql") == "admin"
+    assert scope_of("POST", "graphql") == "read" and scope_of("GET", "graphql") == "read"
     assert scope_of("GET", "api/2.0/mlflow/webhooks") == "admin"
     assert scope_of("DELETE", "api/2.0/mlflow/registered-models/delete") == "admin"
 

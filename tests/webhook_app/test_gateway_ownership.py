@@ -222,8 +222,9 @@ def test_which_paths_the_gateway_reads():
         assert route_of(f"{prefix}/2.0/mlflow/runs/log-batch").protected == {"mlflow.user"}
     assert route_of("api/2.0/mlflow/runs/log-metric") is None  # the run loop's hot path streams as it came
     assert route_of("api/2.0/mlflow/logged-models/search") is None
-    assert route_of("api/2.0/mlflow/registered-models/set-tag") is None
-    assert len(ROUTES) == 16
+    assert route_of("api/2.0/mlflow/registered-models/set-tag").protected == {"hokusai_owner"}  # its owner, the gateway's word
+    assert route_of("api/2.0/mlflow/registered-models/update") is None
+    assert len(ROUTES) == 22
 
 
 def test_mlflow_s_graphql_has_no_mutation_that_writes_a_tag():

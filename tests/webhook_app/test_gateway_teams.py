@@ -13,7 +13,8 @@ import requests
 from mlflow import MlflowClient
 
 from hokusai_mlflow_plugin.auth import keys, mlflow_objects, principals
-from hokusai_mlflow_plugin.db.models import EXPERIMENT, TEAM, USER
+from hokusai_mlflow_plugin.core import tags
+from hokusai_mlflow_plugin.db.models import EXPERIMENT, REGISTERED_MODEL, TEAM, USER
 from hokusai_mlflow_plugin.registration import tokens
 from tests.live_stack import gateway_process
 from webhook_app.gateway import create_app
@@ -137,11 +138,23 @@ def test_another_team_s_objects_do_not_exist_for_you(teams, monkeypatch):
                          timeout=30).status_code == 200
     assert [m.name for m in carol.search_registered_models(f"name = '{model_name}'")] == [model_name]
     assert mlflow.pyfunc.load_model(f"models:/{model_name}/1") is not None
+    # the model carries its owner's tag (what narrows the team's searches), which no key writes
+    with stack.sessions.begin() as s:
+        team_b, team_c = principals.find(s, names["team-b"]).id, principals.find(s, names["team-c"]).id
+    assert MlflowClient(tracking_uri=stack.mlflow.url).get_registered_model(model_name).tags[tags.OWNER] == str(team_b)
+    carols = {"Authorization": f"Bearer {key['carol']}"}
+    for method, path, body in (("POST", "set-tag", {"name": model_name, "key": tags.OWNER, "value": str(team_c)}),
+                               ("DELETE", "delete-tag", {"name": model_name, "key": tags.OWNER}),
+                               ("POST", "create", {"name": _u("forged"), "tags": [{"key": tags.OWNER, "value": str(team_c)}]})):
+        refused = requests.request(method, f"{gw}/api/2.0/mlflow/registered-models/{path}", json=body, headers=carols, timeout=30)
+        assert refused.status_code == 403 and tags.OWNER in refused.json()["detail"], path
 
     dave = {"Authorization": f"Bearer {key['dave']}"}
     with stack.sessions.begin() as s:
-        team_c = principals.find(s, names["team-c"]).id
         mlflow_objects.share(s, keys.Caller("x", "op", ("admin",)), EXPERIMENT, experiment, team_c, "read")
+        mlflow_objects.share(s, keys.Caller("x", "op", ("admin",)), REGISTERED_MODEL, model_name, team_c, "read")
+    # a model shared with dave's team is in his searches (his readable models are no one owner's)
+    assert [m.name for m in _as(monkeypatch, key["dave"]).search_registered_models()] == [model_name]
     assert requests.get(f"{gw}/api/2.0/mlflow/runs/get?run_id={run_id}", headers=dave, timeout=30).status_code == 200
     tag = {"run_id": run_id, "key": "by-dave", "value": "1"}
     assert requests.post(f"{gw}/api/2.0/mlflow/runs/set-tag", json=tag, headers=dave, timeout=30).status_code == 403
@@ -188,3 +201,98 @@ def test_ownership_is_on_unless_a_deployment_turns_it_off(monkeypatch, tmp_path,
         monkeypatch.setenv("HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP", value)
     app = create_app({"internal_uri": "http://127.0.0.1:9", "database_url": f"sqlite:///{tmp_path / 'tokens.db'}"})
     assert app[GATEWAY].ownership is on
+
+
+def _graphql(gw: str, key: str, query: str, **variables) -> requests.Response:
+    return requests.post(f"{gw}/graphql", json={"query": query, "variables": variables},
+                         headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_graphql_answers_as_api_does(teams, monkeypatch):
+    """Alice's GraphQL on bob's run and experiment answers as api/ does (not found; absent from
+    searches); her own works, the MLflow UI's queries included; the versions of bob's model that
+    hang off her run (mlflow#25905's nested modelVersions) do not reach her. ajax-api/ is api/."""
+    from tests.webhook_app.test_gateway_graphql import ui_queries
+
+    stack, gw, key, names, admin = teams
+    direct = MlflowClient(tracking_uri=stack.mlflow.url)
+    bob = _as(monkeypatch, key["bob"])
+    bobs_experiment = bob.create_experiment(_u("bobs"))
+    bobs_run = bob.create_run(bobs_experiment).info.run_id
+    bob.log_metric(bobs_run, "auroc", 0.9, step=1)
+    bobs_model = bob.create_registered_model(_u("bobs-model")).name
+    alice = _as(monkeypatch, key["alice"])
+    her_experiment = alice.create_experiment(_u("alices"))
+    her_run = alice.create_run(her_experiment).info.run_id
+    her_model = alice.create_registered_model(_u("alices-model")).name
+    alice.create_model_version(her_model, f"runs:/{her_run}/model", run_id=her_run)
+    # a version of bob's model made from her run (on MLflow directly): MLflow lists it under her run
+    direct.create_model_version(bobs_model, f"runs:/{her_run}/model", run_id=her_run)
+    ghost = uuid.uuid4().hex
+    queries = ui_queries()
+
+    # gets: null, with api/'s refusal, worded as for a run that does not exist
+    for run_id in (bobs_run, ghost):
+        answer = _graphql(gw, key["alice"], queries["mlflowGetRun"], data={"runId": run_id})
+        rest = requests.get(f"{gw}/api/2.0/mlflow/runs/get?run_id={run_id}", headers={"Authorization": f"Bearer {key['alice']}"},
+                            timeout=30)
+        assert rest.status_code == 404 and answer.status_code == 200, answer.text
+        assert answer.json() == {"data": {"mlflowGetRun": None}, "errors": [rest.json()["detail"]]}
+        assert rest.json()["detail"] == f"No run {run_id}, or not one your key may see."
+    answer = _graphql(gw, key["alice"], queries["mlflowGetExperiment"], input={"experimentId": bobs_experiment})
+    assert answer.json() == {"data": {"mlflowGetExperiment": None}, "errors": [f"No experiment {bobs_experiment}, or not one your key may see."]}
+    for query in ("query($id: String) { mlflowListArtifacts(input: {runId: $id}) { files { path } } }",
+                  "query($id: String) { mlflowGetMetricHistoryBulkInterval(input: {runIds: [$id], metricKey: \"auroc\"}) { metrics { value } } }"):
+        assert _graphql(gw, key["alice"], query, id=bobs_run).json() == {
+            "data": {query.split("{ ")[1].split("(")[0]: None}, "errors": [f"No run {bobs_run}, or not one your key may see."]}
+    # aliases, fragments and variables: each field judged on its own
+    answer = _graphql(gw, key["alice"], """query($bobs: String, $hers: String) { a: mlflowGetRun(input: {runId: $bobs}) { run { info { runId } } }
+        ...Hers }  fragment Hers on Query { b: mlflowGetRun(input: {runId: $hers}) { __typename run { info { runId } } } }""",
+                      bobs=bobs_run, hers=her_run)
+    assert answer.json() == {"data": {"a": None, "b": {"__typename": "MlflowGetRunResponse", "run": {"info": {"runId": her_run}}}},
+                             "errors": [f"No run {bobs_run}, or not one your key may see."]}
+
+    # searches: bob's left out before the query, as api/ leaves them out
+    found = _graphql(gw, key["alice"], queries["mlflowSearchRuns"], data={"experimentIds": [bobs_experiment, her_experiment]})
+    runs = found.json()["data"]["mlflowSearchRuns"]["runs"]
+    assert [r["info"]["runUuid"] for r in runs] == [her_run]
+    assert [v["name"] for v in runs[0]["modelVersions"]] == [her_model]  # not bob's version of her run
+    nothing = "mutation($ids: [String]) { mlflowSearchRuns(input: {experimentIds: $ids}) { __typename runs { info { runId } } nextPageToken apiError { code } } }"
+    assert _graphql(gw, key["alice"], nothing, ids=[bobs_experiment]).json() == {"data": {"mlflowSearchRuns": {
+        "__typename": "MlflowSearchRunsResponse", "runs": [], "nextPageToken": "", "apiError": None}}, "errors": None}
+    versions = "query($f: String) { mlflowSearchModelVersions(input: {filter: $f}) { modelVersions { name version } } }"
+    assert _graphql(gw, key["alice"], versions, f=f"name = '{bobs_model}'").json()["data"]["mlflowSearchModelVersions"]["modelVersions"] == []
+    assert {v["name"] for v in _graphql(gw, key["alice"], versions).json()["data"]["mlflowSearchModelVersions"]["modelVersions"]} == {her_model}
+    datasets = "mutation($ids: [String]) { mlflowSearchDatasets(input: {experimentIds: $ids}) { datasetSummaries { name } } }"
+    assert _graphql(gw, key["alice"], datasets, ids=[her_experiment, bobs_experiment]).json()["data"] == {"mlflowSearchDatasets": None}
+
+    # her own run, as the UI's run page asks it: bob's version of it is left out, even unasked for by name
+    page = _graphql(gw, key["alice"], queries["mlflowGetRun"], data={"runId": her_run}).json()
+    assert page["errors"] is None and page["data"]["mlflowGetRun"]["run"]["info"]["runUuid"] == her_run
+    assert page["data"]["mlflowGetRun"]["run"]["experiment"]["experimentId"] == her_experiment
+    assert [v["name"] for v in page["data"]["mlflowGetRun"]["run"]["modelVersions"]] == [her_model]
+    unnamed = "query($id: String) { mlflowGetRun(input: {runId: $id}) { run { modelVersions { version } } } }"
+    assert _graphql(gw, key["alice"], unnamed, id=her_run).json()["data"]["mlflowGetRun"]["run"]["modelVersions"] == [{"version": "1"}]
+    assert _graphql(gw, key["alice"], "{ __typename }").json() == {"data": {"__typename": "Query"}, "errors": None}
+    # introspection is an operator's; the operator sees bob's version under her run too (it is there)
+    assert _graphql(gw, key["alice"], "{ __schema { types { name } } }").status_code == 403
+    assert _graphql(gw, admin, "{ __schema { queryType { name } } }").json()["data"] == {"__schema": {"queryType": {"name": "Query"}}}
+    everything = _graphql(gw, admin, unnamed.replace("{ version }", "{ name }"), id=her_run).json()
+    assert {v["name"] for v in everything["data"]["mlflowGetRun"]["run"]["modelVersions"]} == {her_model, bobs_model}
+    # bob's teammate reads his run through GraphQL
+    carols = _graphql(gw, key["carol"], queries["mlflowGetRun"], data={"runId": bobs_run}).json()
+    assert carols["errors"] is None and carols["data"]["mlflowGetRun"]["run"]["info"]["runUuid"] == bobs_run
+
+    # ajax-api/ answers exactly as api/ (the UI's REST calls)
+    auth = {"Authorization": f"Bearer {key['alice']}"}
+    for method, path, body in (("GET", f"2.0/mlflow/runs/get?run_id={bobs_run}", None),
+                               ("GET", f"2.0/mlflow/experiments/get?experiment_id={bobs_experiment}", None),
+                               ("GET", f"2.0/mlflow/registered-models/get?name={bobs_model}", None),
+                               ("GET", f"2.0/mlflow/metrics/get-history?run_id={bobs_run}&metric_key=auroc", None),
+                               ("POST", "2.0/mlflow/runs/search", {"experiment_ids": [bobs_experiment, her_experiment]}),
+                               ("POST", "2.0/mlflow/experiments/search", {"max_results": 10}),
+                               ("GET", "2.0/mlflow/registered-models/search", None),
+                               ("POST", "2.0/mlflow/runs/set-tag", {"run_id": bobs_run, "key": "x", "value": "y"})):
+        api, ajax = (requests.request(method, f"{gw}/{prefix}/{path}", json=body, headers=auth, timeout=30)
+                     for prefix in ("api", "ajax-api"))
+        assert (api.status_code, api.json()) == (ajax.status_code, ajax.json()), path

@@ -8,9 +8,11 @@ from flask import current_app, g
 
 from hokusai_mlflow_plugin.auth import mlflow_objects, ownership
 from hokusai_mlflow_plugin.auth.keys import READ, REGISTER
+from hokusai_mlflow_plugin.core import tags
 from hokusai_mlflow_plugin.core.errors import NOT_FOUND
 from hokusai_mlflow_plugin.db.models import MADE_LOGGED_MODEL, MADE_RUN, REGISTERED_MODEL
 from hokusai_mlflow_plugin.mlflow_io import versions
+from hokusai_mlflow_plugin.mlflow_io.client import call
 from hokusai_mlflow_plugin.registration import tokens
 from hokusai_mlflow_plugin.submit.logged import register_logged
 from webhook_app.api.blueprint import bp, page
@@ -50,7 +52,9 @@ def register_model(body: RegisterBody):
     outcome = register_logged(service, body.token_id, body.model_uri, body.model_name, body.metric, body.baseline)
     if str(outcome.model_version) == "1":  # its first version: a model this call made is the caller's team's
         with service.sessions.begin() as session:
-            mlflow_objects.record_owner(session.connection(), REGISTERED_MODEL, outcome.model_name, g.caller)
+            owner = mlflow_objects.record_owner(session.connection(), REGISTERED_MODEL, outcome.model_name, g.caller)
+        if owner is not None:  # its owner's searches through the gateway are narrowed by this tag
+            call(service.client.set_registered_model_tag, outcome.model_name, tags.OWNER, str(owner))
     _logger.info("API key %s registered %s v%s for %s: %s", g.caller.key_id, outcome.model_name,
                  outcome.model_version, outcome.token_id, outcome.status)
     return {

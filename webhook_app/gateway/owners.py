@@ -31,6 +31,7 @@ class Owners:
         self._experiment_of: dict[tuple[str, str], str] = {}
         self._rights: dict[tuple[int, str, str], tuple[int, float]] = {}
         self._visible: dict[tuple[int, str], tuple[list[str], float]] = {}
+        self._model_owner: dict[int, tuple[int | None, float]] = {}
         self._defaults: dict[int, str] = {}
 
     async def _db(self, work, *args):
@@ -73,10 +74,19 @@ class Owners:
             self._remember(self._visible, key, found)
         return found[0]
 
+    async def single_model_owner(self, caller: keys.Caller) -> int | None:
+        """``objects.single_model_owner``, remembered as ``visible`` is."""
+        found = self._model_owner.get(caller.user_id)
+        if found is None or found[1] < time.monotonic():
+            found = (await self._db(objects.single_model_owner, caller), time.monotonic() + TTL)
+            self._remember(self._model_owner, caller.user_id, found)
+        return found[0]
+
     def forget(self, caller: keys.Caller) -> None:
         """After ``caller`` made something: its next search and check see it."""
         for kind in objects.KINDS:
             self._visible.pop((caller.user_id, kind), None)
+        self._model_owner.pop(caller.user_id, None)
 
     # -- where objects live -------------------------------------------------------------------------
 
@@ -96,14 +106,16 @@ class Owners:
 
     # -- owners -------------------------------------------------------------------------------------
 
-    async def record_owner(self, kind: str, object_id: str, caller: keys.Caller, is_default: bool = False) -> None:
-        await self._db(objects.record_owner, kind, object_id, caller, is_default)
+    async def record_owner(self, kind: str, object_id: str, caller: keys.Caller, is_default: bool = False) -> int | None:
+        owner = await self._db(objects.record_owner, kind, object_id, caller, is_default)
         self.forget(caller)
+        return owner
 
     async def rename(self, kind: str, old: str, new: str) -> None:
         await self._db(objects.rename, kind, old, new)
         self._rights.clear()
         self._visible.clear()
+        self._model_owner.clear()
 
     async def default_experiment(self, caller: keys.Caller) -> tuple[int | None, str | None, str | None]:
         """(owner, its default experiment's id if made, the owner's name)."""

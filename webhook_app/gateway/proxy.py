@@ -28,7 +28,8 @@ from hokusai_mlflow_plugin.db.models import EXPERIMENT as OWNED_EXPERIMENT
 from hokusai_mlflow_plugin.db.models import MADE_RUN
 from hokusai_mlflow_plugin.db.models import REGISTERED_MODEL as OWNED_MODEL
 from webhook_app import problem_details
-from webhook_app.gateway.judge import Request, judge
+import webhook_app.gateway.graphql as graphql
+from webhook_app.gateway.judge import Request, judge, stamp_owner
 from webhook_app.gateway.makers import MakerRecord, made_experiment, made_id
 from webhook_app.gateway.metrics import ACCESS, upstream_trace
 from webhook_app.gateway.owners import Owners
@@ -37,6 +38,8 @@ from webhook_app.gateway.scopes import (
     ARTIFACT,
     EXPERIMENT,
     GET_BY_NAME,
+    GRAPHQL,
+    MODEL_OWNER_TAGS,
     READS,
     REFUSED,
     REGISTERED_MODEL,
@@ -133,6 +136,14 @@ async def forward(request: web.Request) -> web.StreamResponse:
     records = gateway.ownership and caller is not None and (access.creates is not None or renames)
     in_body = request.method not in ("GET", "HEAD")
     query = request.rel_url.raw_query_string
+    if judged and access.search == GRAPHQL:  # each field judged as its REST route
+        try:
+            return await graphql.answer(gateway, caller, request, headers,
+                                        URL(gateway.internal + raw_tail + (f"?{query}" if query else ""), encoded=True))
+        except TimeoutError:
+            return _timed_out()
+        except aiohttp.ClientError as e:
+            return _unreachable(request, gateway, e)
     payload = None
     if in_body and (route is not None or records or (judged and _body_names(access, params))):
         data = await _judged_body(request, route, caller, headers)
@@ -305,6 +316,8 @@ _TAG_REFUSALS = {
                           "no key may set or delete it. Leave it out of the request.",
     RUN_MAKER_TAGS: "The tag '{tag}' of {of} names who made it, set by the gateway from the key that created the run: "
                     "no key may change or delete it. Leave it out of the request.",
+    MODEL_OWNER_TAGS: "The tag '{tag}' of {of} names its owner, set by the gateway when the model is made: no key may "
+                      "set or delete it. Leave it out of the request (hokusai mlflow share gives others access).",
 }
 
 
@@ -353,7 +366,7 @@ async def _owned(request: web.Request, upstream: aiohttp.ClientResponse, gateway
         if access.creates == EXPERIMENT and body.get("experiment_id"):
             await gateway.owners.record_owner(OWNED_EXPERIMENT, str(body["experiment_id"]), caller)
         elif access.creates == REGISTERED_MODEL and isinstance(payload.get("name"), str):
-            await gateway.owners.record_owner(OWNED_MODEL, payload["name"], caller)
+            await stamp_owner(gateway, payload["name"], await gateway.owners.record_owner(OWNED_MODEL, payload["name"], caller))
         elif renames and isinstance(payload.get("name"), str) and isinstance(payload.get("new_name"), str):
             await gateway.owners.rename(OWNED_MODEL, payload["name"], payload["new_name"])
         elif access.search == GET_BY_NAME:

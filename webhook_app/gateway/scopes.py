@@ -25,6 +25,7 @@ def scope_of(method: str, path: str) -> str | None:
 # the creating key, below): no key writes them, an admin's included.
 VERSION_OUTCOME_TAGS = frozenset({tags.STATUS, tags.REASON})
 RUN_MAKER_TAGS = frozenset({"mlflow.user"})
+MODEL_OWNER_TAGS = frozenset({tags.OWNER})  # a registered model's owner (auth.mlflow_objects), set by the gateway
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ _ROUTES = {
     "2.0/mlflow/runs/set-tag": Route(tag_field="key", protected=RUN_MAKER_TAGS, of="a run"),
     "2.0/mlflow/runs/delete-tag": Route(tag_field="key", protected=RUN_MAKER_TAGS, of="a run"),
     "2.0/mlflow/runs/log-batch": Route(tag_field="tags", protected=RUN_MAKER_TAGS, of="a run"),
+    "2.0/mlflow/registered-models/create": Route(tag_field="tags", protected=MODEL_OWNER_TAGS, of="a registered model"),
+    "2.0/mlflow/registered-models/set-tag": Route(tag_field="key", protected=MODEL_OWNER_TAGS, of="a registered model"),
+    "2.0/mlflow/registered-models/delete-tag": Route(tag_field="key", protected=MODEL_OWNER_TAGS, of="a registered model"),
 }
 ROUTES = {f"{prefix}/{path}": route for prefix in ("api", "ajax-api") for path, route in _ROUTES.items()}
 # MLflow 3.17.2's GraphQL mutations are searches (mlflowSearchRuns, mlflowSearchDatasets) and an
@@ -114,6 +118,7 @@ SEARCH_EXPERIMENTS, SEARCH_RUNS, SEARCH_LOGGED_MODELS = "experiments", "runs", "
 SEARCH_REGISTERED_MODELS, SEARCH_MODEL_VERSIONS, SEARCH_TRACES_V2, SEARCH_TRACES_V3 = (
     "registered_models", "model_versions", "traces_v2", "traces_v3")
 GET_BY_NAME = "experiment_by_name"  # judged by the experiment MLflow's answer names
+GRAPHQL = "graphql"  # each field of the query judged as its REST route (webhook_app.gateway.graphql)
 
 
 @dataclass(frozen=True)
@@ -274,9 +279,8 @@ _ROOT = {
     ("GET", "get-artifact"): _a(READS, _RUN_ID),
     ("GET", "model-versions/get-artifact"): _a(READS, _RM),
     # GraphQL resolves runs, experiments, artifacts and model versions inside one query (its nested
-    # modelVersions leaked in mlflow#25905): operators only, until the gateway judges each object a
-    # query names. The UI's pages read through api/ as well.
-    ("GET", "graphql"): _ADMIN, ("POST", "graphql"): _ADMIN,
+    # modelVersions leaked in mlflow#25905): each field judged as its REST route (gateway.graphql).
+    ("GET", "graphql"): _a(READS, search=GRAPHQL), ("POST", "graphql"): _a(READS, search=GRAPHQL),
     ("POST", "v1/traces"): _ADMIN,  # OTLP: spans for any experiment, named in a header
 }
 _ROOT_FAMILIES = (("gateway/", OPERATOR),)
