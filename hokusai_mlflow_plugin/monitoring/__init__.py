@@ -57,6 +57,11 @@ GATEWAY_KEY_REFUSALS = Counter(
     "API keys the gateway refused, by reason: missing, malformed, unknown, revoked, expired, unavailable (the database).",
     ["reason"],
 )
+GATEWAY_RATE_LIMIT_UNCHECKED = Counter(
+    "hokusai_gateway_rate_limit_unchecked_total",
+    "Requests the gateway let through without counting them against the rate limit, because the limit's storage "
+    "(Redis) failed: open by design.",
+)
 GATEWAY_SESSION_SIGNINS = Counter(
     "hokusai_gateway_session_signins_total",
     "Sign-ins that opened a session for the MLflow UI through the gateway, by result (signed_in, refused).", ["result"],
