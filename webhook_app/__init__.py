@@ -14,12 +14,13 @@ from flask import Flask
 from flask_openapi3 import Info, OpenAPI
 
 from hokusai_mlflow_plugin import __version__
-from hokusai_mlflow_plugin.config import load_settings, receiver_problem
+from hokusai_mlflow_plugin.config import load_settings, receiver_problem, trusted_proxies
 from hokusai_mlflow_plugin.core.errors import ConfigError
 from hokusai_mlflow_plugin.db.session import session_factory
 from hokusai_mlflow_plugin.events.relay import from_settings as relay_from_settings
 from hokusai_mlflow_plugin.mlflow_io.client import client, fail_fast_by_default
 from hokusai_mlflow_plugin.registration.service import RegistrationService
+from webhook_app.proxies import TrustedProxyFix
 from webhook_app.signature import DEFAULT_TOLERANCE, MAX_BODY, WebhookConfigurationError
 
 
@@ -41,6 +42,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         HOKUSAI_SETTINGS=settings,  # sinks and retry policy of the in-process relay
         HOKUSAI_RELAY=True,
         HOKUSAI_RELAY_POLL=1.0,  # seconds; the relay is also woken the moment a registration commits
+        HOKUSAI_TRUSTED_PROXIES=settings.trusted_proxies,  # whose X-Forwarded-* is believed (webhook_app.proxies)
     )
     if test_config:
         app.config.update(test_config)
@@ -61,6 +63,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     console.init_app(app)
     app.register_error_handler(413, lambda e: ({"error": "body too large", "limit": app.config["MAX_CONTENT_LENGTH"]}, 413))
     app.register_error_handler(500, lambda e: ({"error": "internal error"}, 500))  # JSON, no page
+    proxies = trusted_proxies(app.config["HOKUSAI_TRUSTED_PROXIES"])
+    if proxies:  # outermost: the client's address, scheme and host from these proxies alone (without, Flask reads none)
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, proxies)
     return app
 
 

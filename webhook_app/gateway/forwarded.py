@@ -10,29 +10,15 @@ anyone else, the forwarding headers are dropped before anything reads them: a cl
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from hokusai_mlflow_plugin.config import IPNetwork
+from webhook_app.proxies import FORWARDING, trusts
 
 TRUSTED_PROXIES = web.AppKey("hokusai_trusted_proxies", tuple)
-# Every header a proxy (or MLflow's server) may read as the client's address, scheme or host.
-FORWARDING = frozenset({"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
-                        "x-forwarded-prefix", "x-forwarded-server", "x-forwarded-ssl", "x-real-ip"})
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-
-
-def trusts(networks: tuple[IPNetwork, ...], remote: str | None) -> bool:
-    if not networks or not remote:
-        return False
-    try:
-        address = ipaddress.ip_address(remote.split("%", 1)[0])  # an IPv6 zone is not part of the address
-    except ValueError:
-        return False  # a Unix socket's peer: no address to trust
-    return any(address in network for network in networks)
 
 
 @web.middleware
