@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from graphql import parse, print_schema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webhook_app.gateway import graphql as gql
 from webhook_app.gateway.scopes import READS, access_of
@@ -97,6 +99,7 @@ def test_the_ui_s_queries_are_ones_the_gateway_serves():
     (b'{"query": "query {"}', 400),  # does not parse
     (b'{"query": "{ test(inputString: \\"x\\") { output } }", "variables": []}', 400),
     (b'{"query": "query A { test { output } } query B { test { output } }"}', 400),  # which one?
+    (b'{"query": "subscription { test { output } }"}', 400),  # MLflow's schema has none
 ])
 def test_a_request_mlflow_could_not_read_is_a_400_saying_why(raw, status):
     answer = gql.planned(raw)
@@ -126,3 +129,15 @@ def test_limits_bound_what_is_judged():
     assert gql.planned(json.dumps({"query": many}).encode()).status == 400
     huge = "{ " + "test { output } " * gql.MAX_TOKENS + "}"
     assert gql.planned(json.dumps({"query": huge}).encode()).status == 400
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=st.one_of(st.text(max_size=200), st.sampled_from(["{", "{ test", "query($a: [[String]]) { test }", "{ ...F }",
+                                                                "{ __typename }", "{ mlflowGetRun(input: 1) { run { info { runId } } } }"])),
+       variables=st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.recursive(
+           st.none() | st.booleans() | st.integers() | st.text(max_size=5), lambda kids: st.lists(kids, max_size=3), max_leaves=5),
+           max_size=3)),
+       operation=st.one_of(st.none(), st.text(max_size=5)))
+def test_whatever_a_client_sends_is_read_or_refused_never_a_crash(query, variables, operation):
+    answer = gql.planned(json.dumps({"query": query, "variables": variables, "operationName": operation}).encode())
+    assert isinstance(answer, gql.Plan) or answer.status in (200, 400)

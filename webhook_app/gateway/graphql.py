@@ -198,6 +198,8 @@ def planned(raw: bytes) -> Plan | web.Response:
     if isinstance(coerced, list):
         return _graphql_errors([e.message for e in coerced])
     root = SCHEMA.get_root_type(operation.operation)
+    if root is None:
+        return _problem(400, f"MLflow's GraphQL has no {operation.operation.value} operations: send a query or a mutation.")
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     fields = collect_fields(SCHEMA, fragments, coerced, root, operation.selection_set)
     if len(fields) > MAX_ROOT_FIELDS:
