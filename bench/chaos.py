@@ -817,7 +817,8 @@ class Chaos:
         if self.network is not None:
             self.partitioner = partitions.Partitioner(self.network, random.Random(args.seed + 3), args.partition_interval, args.max_cut,
                                                       args.lease, self.pg, self.stop_partitions)
-            self.prober = partitions.KeyProber(self.gateway_url, self.db_url, random.Random(args.seed + 4), self.stop_partitions)
+            self.prober = partitions.KeyProber(self.gateway_url, self.db_url, random.Random(args.seed + 4), self.stop_partitions,
+                                               self.partitioner.gateway_cut)
             self.partitioner.start()
             self.prober.start()
             self.log(f"partitions every ~{args.partition_interval:g}s of {', '.join(partitions.LINKS.values())}; "
@@ -1097,7 +1098,8 @@ def report(s: dict) -> str:
         k, le = s["revoked_keys"], s["leases"]
         lines += [
             "partitions by link: " + "; ".join(f"{link}: {v}" for link, v in s["partitions"].items()),
-            f"revoked keys: {k['keys_revoked']} revoked ({k['revokes_that_waited_for_a_lease']} waited for a lease, {k['revokes_that_failed']} failed"
+            f"revoked keys: {k['keys_revoked']} revoked ({k['revokes_begun_while_the_gateway_was_cut_off']} begun while the gateway was cut off, "
+            f"{k['revokes_that_waited_for_a_lease']} waited for a lease, {k['revokes_that_failed']} failed"
             f" with PostgreSQL down; revoke took {k['revoke_seconds']}); answers before the revoke returned {k['before_revoke']};"
             f" after it {k['after_revoke']}; LET IN after the revoke returned: {k['let_in_after_revoke']}",
             f"deliveries: {le['sends']} sends; outside their sender's lease {le['sends_outside_a_lease']}; overlapping leases"

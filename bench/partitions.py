@@ -101,6 +101,7 @@ class Partitioner(threading.Thread):
         self.cuts, self.flaps, self.down_s = Counter(), Counter(), Counter()
         self.mid_lease, self.log = 0, []
         self.error: BaseException | None = None
+        self.gateway_cut = threading.Event()  # set while the gateway's link is down (the prober revokes then)
 
     def rounds(self):
         while True:
@@ -128,7 +129,10 @@ class Partitioner(threading.Thread):
         link = self.network.links[tag]
         link.cut()
         t0 = time.monotonic()
+        if tag == "gwpg":
+            self.gateway_cut.set()
         self.stop_event.wait(seconds)
+        self.gateway_cut.clear()
         link.heal()
         self.down_s[tag] += time.monotonic() - t0
 
@@ -280,10 +284,12 @@ class KeyProber(threading.Thread):
     """Round after round: an admin key is made and used through the gateway until it is let in
     (remembered), asked by three threads every 50 ms, revoked from the database's side
     (``revoke_everywhere``) and asked for 3 s more. Any request begun after the revoke returned and
-    answered otherwise than 401, 429 or 503 is a revoked key let in."""
+    answered otherwise than 401, 429 or 503 is a revoked key let in. A cut of the gateway's link
+    brings the revoke forward, into the gateway's lease."""
 
-    def __init__(self, gateway_url: str, db_url: str, rng: random.Random, stop: threading.Event):
+    def __init__(self, gateway_url: str, db_url: str, rng: random.Random, stop: threading.Event, gateway_cut: threading.Event):
         super().__init__(name="key-prober", daemon=True)
+        self.gateway_cut = gateway_cut
         self.url = gateway_url + "/api/2.0/mlflow/experiments/get?experiment_id=0"
         self.db_url, self.rng, self.stop_event = db_url, rng, stop
         self.revoked = self.revoke_failed = self.never_let_in = 0
@@ -291,7 +297,7 @@ class KeyProber(threading.Thread):
         self.before = Counter()  # status of requests with a key not yet revoked
         self.let_in_after: list[str] = []
         self.revoke_s: list[float] = []
-        self.waited_for_lease = 0
+        self.waited_for_lease = self.during_cut = 0
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -350,8 +356,12 @@ class KeyProber(threading.Thread):
                 time.sleep(0.05)
             else:
                 self.never_let_in += 1
-            self.stop_event.wait(self.rng.uniform(0.2, 2.0))
+            # Revoke a moment later, or as soon as the gateway's link is cut: within its lease, while
+            # it may still trust its memory of the key (the window a revoke must wait out).
+            if self.gateway_cut.wait(self.rng.uniform(0.5, 8.0)):
+                time.sleep(self.rng.uniform(0.0, 1.5))
             began = time.monotonic()
+            self.during_cut += self.gateway_cut.is_set()
             try:
                 result = revoke_everywhere(session_factory(self.db_url), key[3:11])
                 returned = time.monotonic()
@@ -377,6 +387,7 @@ class KeyProber(threading.Thread):
         s = sorted(self.revoke_s)
         return {"keys_revoked": self.revoked, "revokes_that_failed": self.revoke_failed,
                 "revokes_that_waited_for_a_lease": self.waited_for_lease,
+                "revokes_begun_while_the_gateway_was_cut_off": self.during_cut,
                 "revoke_seconds": {"median": round(s[len(s) // 2], 2), "max": round(s[-1], 2)} if s else {},
                 "keys_never_let_in_before_their_revoke": self.never_let_in,
                 "before_revoke": {str(k): v for k, v in sorted(self.before.items())},
