@@ -23,6 +23,10 @@
 
     .venv/bin/python bench/bench_gateway.py --loops 60 --mb 200 --rounds 3 --objects 10000 --searches 40
     (--mb 0 leaves out the artifacts; --objects 0 the searches)
+
+* ``--against DIR``: one more gateway, run from the checkout DIR (``git worktree add DIR <commit>``;
+  its code first on PYTHONPATH) and interleaved with the others in the same loops, with its CPU per
+  request too: what a change costs, measured in one run on one machine's load.
 """
 
 from __future__ import annotations
@@ -184,6 +188,7 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=10000, help="runs, and registered models, of all teams (0: no searches)")
     parser.add_argument("--teams", type=int, default=10)
     parser.add_argument("--searches", type=int, default=40)
+    parser.add_argument("--against", type=Path, help="a checkout whose gateway runs beside this one's (before/after)")
     args = parser.parse_args()
 
     from mlflow import MlflowClient
@@ -208,17 +213,26 @@ def main() -> None:
         port_off = free_port()
         gateway_off = ManagedProcess("gateway-off", gateway_command("127.0.0.1", port_off, 1),
                                      {**env, "HOKUSAI_GATEWAY_MLFLOW_OWNERSHIP": "off"}, b.workdir / "gateway-off.log").start()
+        port_against, against = free_port(), None
+        if args.against:
+            against = ManagedProcess("gateway-against", gateway_command("127.0.0.1", port_against, 1),
+                                     {**env, "PYTHONPATH": str(args.against.resolve())}, b.workdir / "gateway-against.log").start()
         try:
             gateway.wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
             gateway_off.wait_http(f"http://127.0.0.1:{port_off}/health", timeout=60)
+            if against:
+                against.wait_http(f"http://127.0.0.1:{port_against}/health", timeout=60)
             os.environ["MLFLOW_TRACKING_TOKEN"] = key  # sent to both: MLflow direct ignores it
             through = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}/mlflow")
             through_off = MlflowClient(tracking_uri=f"http://127.0.0.1:{port_off}/mlflow")
             direct = MlflowClient(tracking_uri=b.mlflow.url)
             experiment = through.create_experiment("bench-gateway")  # the team's, as the gateway records it
             times = {"gateway": [], "gateway, isolation off": [], "direct": []}
+            order = [("gateway", through), ("gateway, isolation off", through_off), ("direct", direct)]
+            if against:
+                times[f"gateway of {args.against}"] = []
+                order.append((f"gateway of {args.against}", MlflowClient(tracking_uri=f"http://127.0.0.1:{port_against}/mlflow")))
             for i in range(args.loops + 5):
-                order = [("gateway", through), ("gateway, isolation off", through_off), ("direct", direct)]
                 for name, client in (order if i % 2 == 0 else order[::-1]):
                     elapsed = run_loop(client, experiment)
                     if i >= 5:
@@ -242,6 +256,14 @@ def main() -> None:
                     rates[(name, "down")].append(args.mb / (time.perf_counter() - started))
                     shutil.rmtree(target)
             cpu = measure_cpu(f"http://127.0.0.1:{port}/mlflow", key, direct.create_run(experiment).info.run_id, 1000, gateway.pid)
+            cpu_against = None
+            if against:  # twice, in turn: the machine's load moves between them
+                cpu_against = measure_cpu(f"http://127.0.0.1:{port_against}/mlflow", key, direct.create_run(experiment).info.run_id,
+                                          1000, against.pid)
+                cpu = (cpu + measure_cpu(f"http://127.0.0.1:{port}/mlflow", key, direct.create_run(experiment).info.run_id,
+                                         1000, gateway.pid)) / 2
+                cpu_against = (cpu_against + measure_cpu(f"http://127.0.0.1:{port_against}/mlflow", key,
+                                                         direct.create_run(experiment).info.run_id, 1000, against.pid)) / 2
             revocations = measure_revocations(b, f"http://127.0.0.1:{port}/mlflow", 50)
             searches = None
             if args.objects:
@@ -251,18 +273,30 @@ def main() -> None:
         finally:
             gateway.stop()
             gateway_off.stop()
+            if against:
+                against.stop()
             shutil.rmtree(scratch, ignore_errors=True)
     g, d = benchlib.summary(times["gateway"]), benchlib.summary(times["direct"])
     off = benchlib.summary(times["gateway, isolation off"])
     print(f"\n[run loop] create_run + 10 x log_metric + set_terminated, {args.loops} loops each, interleaved (ms)")
-    print(benchlib.table([("through the gateway", g), ("gateway, isolation off", off), ("direct to MLflow", d)]))
+    rows = [("through the gateway", g), ("gateway, isolation off", off), ("direct to MLflow", d)]
+    if args.against:
+        a = benchlib.summary(times[f"gateway of {args.against}"])
+        rows.append((f"gateway of {args.against}", a))
+    print(benchlib.table(rows))
     print(f"ratio gateway / direct, medians: {g['median'] / d['median']:.3f}")
     print(f"ratio gateway with isolation off / direct, medians: {off['median'] / d['median']:.3f}")
+    if args.against:
+        print(f"ratio gateway of {args.against} / direct, medians: {a['median'] / d['median']:.3f}")
+        print(f"ratio gateway / gateway of {args.against}, medians: {g['median'] / a['median']:.3f}")
     print(f"\n[artifacts] one {args.mb} MB file, {args.rounds} rounds each (MB/s, median)")
     for way in ("up", "down") if args.mb else ():
         gw, dr = statistics.median(rates[("gateway", way)]), statistics.median(rates[("direct", way)])
         print(f"  {way:<5} gateway {gw:7.1f}   direct {dr:7.1f}   ratio {gw / dr:.3f}")
-    print(f"\n[gateway CPU] {cpu:.0f} us per log-metric request (gunicorn master and worker, 1,000 requests)")
+    print(f"\n[gateway CPU] {cpu:.0f} us per log-metric request (gunicorn master and worker, 1,000 requests"
+          f"{', twice' if cpu_against is not None else ''})")
+    if cpu_against is not None:
+        print(f"  gateway of {args.against}: {cpu_against:.0f} us per log-metric request")
     late = [r[0] for r in revocations]
     print(f"\n[revocation] {len(revocations)} keys used, revoked (revoke_everywhere), and used again at once")
     print(f"  requests let through after the revocation returned: {sum(late)} in all, at most {max(late)} for one key")
