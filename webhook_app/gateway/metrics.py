@@ -46,16 +46,16 @@ async def count_requests(request: web.Request, handler):
     try:
         response = await handler(request)
     except web.HTTPException as e:  # aiohttp's own answers (an unknown path, a method not allowed)
-        _counted(route_class(request.get(ACCESS)), e.status)
+        count_answer(route_class(request.get(ACCESS)), e.status)
         raise
     except Exception:  # aiohttp answers it with a 500
-        _counted(route_class(request.get(ACCESS)), 500)
+        count_answer(route_class(request.get(ACCESS)), 500)
         raise
-    _counted(route_class(request.get(ACCESS)), response.status)
+    count_answer(route_class(request.get(ACCESS)), response.status)
     return response
 
 
-def _counted(route: str, status: int) -> None:
+def count_answer(route: str, status: int) -> None:
     # The labelled counters kept by their labels: labels() takes a lock and builds its key each time.
     counter = _REQUESTS.get((route, status))
     if counter is None:
