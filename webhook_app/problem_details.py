@@ -43,3 +43,17 @@ def of_error(error: HokusaiError) -> tuple[int, dict, dict]:
         headers["Retry-After"] = RETRY_AFTER
     errors = [{"field": error.option.lstrip("-"), "message": str(error)}] if isinstance(error, BadOption) else None
     return status, problem_body(status, str(error), errors), headers
+
+
+# MLflow's own error codes by status: the gateway's problems carry them beside the problem's members.
+MLFLOW_ERROR_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "RESOURCE_DOES_NOT_EXIST",
+                      409: "RESOURCE_ALREADY_EXISTS", 413: "REQUEST_LIMIT_EXCEEDED", 422: "INVALID_PARAMETER_VALUE",
+                      429: "REQUEST_LIMIT_EXCEEDED", 502: "TEMPORARILY_UNAVAILABLE", 503: "TEMPORARILY_UNAVAILABLE",
+                      504: "TEMPORARILY_UNAVAILABLE"}
+
+
+def with_mlflow_error(status: int, body: dict) -> dict:
+    """``body`` with MLflow's own error members (``error_code``, ``message``) beside the problem's:
+    MLflow's clients show them (the UI's notice of a refused click, the Python client's
+    RestException), where a bare problem reads "Request Failed"."""
+    return {**body, "error_code": MLFLOW_ERROR_CODES.get(status, "BAD_REQUEST"), "message": body["detail"]}

@@ -107,7 +107,7 @@ def test_a_cookies_write_needs_the_gateways_origin_and_a_bearer_key_does_not(ui)
         name = f"csrf-{uuid.uuid4().hex[:8]}"
         answer = client.post(ui.gateway + "/mlflow/" + EXPERIMENTS_CREATE, json={"name": name}, headers=headers, timeout=30)
         assert answer.status_code == 403, (headers, answer.text)
-        assert "CSRF" in answer.json()["detail"]
+        assert "CSRF" in answer.json()["detail"] and answer.json()["error_code"] == "PERMISSION_DENIED"
         assert ui.stack.client.get_experiment_by_name(name) is None  # nothing reached MLflow
 
     for headers in ({"Origin": own}, {"Referer": own + "/mlflow/#/experiments"}):
@@ -133,6 +133,8 @@ def test_a_read_key_sees_the_ui_and_its_writes_are_403_creating_nothing(ui):
                          headers={"Origin": ui.gateway}, timeout=30)
     assert answer.status_code == 403
     assert "lacks the 'register' scope" in answer.json()["detail"]
+    # MLflow's own members too, which its UI shows in the notice of the refused click
+    assert answer.json()["error_code"] == "PERMISSION_DENIED" and answer.json()["message"] == answer.json()["detail"]
     assert ui.stack.client.search_registered_models(f"name = '{name}'") == []
 
 

@@ -90,7 +90,9 @@ def login():
             response = redirect(safe_next(request.form.get("next")))
             response.set_cookie(sessions.COOKIE, session_id, path="/", secure=_secure(), httponly=True, samesite="Lax")
             return response
-    return render_template("console/login.html", error=error, next=request.values.get("next", "")), status
+    back = request.values.get("next", "")
+    to_ui = bool(back) and not back.startswith(bp.url_prefix) and safe_next(back) == back  # the MLflow UI's sign-in
+    return render_template("console/login.html", error=error, next=back, to_ui=to_ui), status
 
 
 @bp.post("/logout")

@@ -437,4 +437,5 @@ def problem(status: int, detail: str, headers: dict | None = None) -> web.Respon
 
 
 def _problem_response(status: int, body: dict, headers: dict | None) -> web.Response:
+    body = problem_details.with_mlflow_error(status, body)  # what MLflow's UI and clients show
     return web.json_response(body, status=status, headers=headers, content_type=problem_details.MEDIA_TYPE)

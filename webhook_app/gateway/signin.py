@@ -145,8 +145,8 @@ async def with_slash(request: web.Request) -> web.Response:
 
 
 def _problem(status: int, detail: str) -> web.Response:
-    return web.json_response(problem_details.problem_body(status, detail), status=status,
-                             content_type=problem_details.MEDIA_TYPE)
+    return web.json_response(problem_details.with_mlflow_error(status, problem_details.problem_body(status, detail)),
+                             status=status, content_type=problem_details.MEDIA_TYPE)
 
 
 def _origin(scheme: str, netloc: str) -> str:
