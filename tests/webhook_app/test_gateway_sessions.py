@@ -160,6 +160,10 @@ def test_sign_out_and_a_revoked_key_end_the_session_at_the_gateway_too(ui):
     assert client.get(ui.ui, allow_redirects=False, timeout=30).status_code == 302
     with ui.stack.sessions() as s:
         assert s.scalars(sa.select(SignInSession.revoked_at).where(SignInSession.key_id == key[3:11])).one() is not None
+    # the gateway's /metrics counts both: the UI opened by a session, and the sessions refused
+    scraped = requests.get(ui.gateway + "/metrics", timeout=30).text
+    counted = {m.group(1): float(m.group(2)) for m in re.finditer(r'hokusai_gateway_session_signins_total\{result="(\w+)"\} (\S+)', scraped)}
+    assert counted["signed_in"] >= 1 and counted["refused"] >= 3, counted
 
 
 def test_the_session_cookie_is_secure_over_https_behind_a_trusted_proxy(pg_stack):
