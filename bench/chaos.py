@@ -810,8 +810,9 @@ class Chaos:
         chaos_thread = threading.Thread(target=self.chaos, name="chaos", daemon=True)
         t_workload = time.monotonic()
         deadline = t_workload + args.duration
-        workload = Workload(self.mlflow_url, self.pg_port, model_name, exp_id, specs, args.clients, args.duration * 0.75, deadline).start()
-        self.log(f"workload: {args.registrations} registrations from {args.clients} clients over about {args.duration * 0.75:.0f}s; "
+        spread = args.spread if args.spread is not None else args.duration * 0.75
+        workload = Workload(self.mlflow_url, self.pg_port, model_name, exp_id, specs, args.clients, spread, deadline).start()
+        self.log(f"workload: {args.registrations} registrations from {args.clients} clients over about {spread:.0f}s; "
                  f"kills every ~{args.kill_interval:g}s")
         chaos_thread.start()
         if self.network is not None:
@@ -1120,6 +1121,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--registrations", type=int, default=100, help="distinct registrations to add (100; 1000 by hand)")
     p.add_argument("--duration", type=float, default=120.0, help="seconds of workload and kills at most (120); registrations are spread over 3/4 of it")
+    p.add_argument("--spread", type=float, default=None, help="seconds the registrations are spread over (3/4 of --duration): a "
+                   "shorter spread under a longer --duration lets a slow machine start them all, and a fast one stop early")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--kill-interval", type=float, default=5.0, help="seconds between one restart and the next kill, on average (5)")
     p.add_argument("--min-kills", type=int, default=1, help="kills of each kind before the chaos may stop, within --duration (1)")
