@@ -4,6 +4,7 @@ receiver (Flask app over real HTTP on loopback), on a token database of the same
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import threading
@@ -13,9 +14,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import requests
 import sqlalchemy as sa
 from mlflow import MlflowClient
+from requests.structures import CaseInsensitiveDict
 from werkzeug.serving import make_server
 
 from hokusai_mlflow_plugin.db.migrate import upgrade
@@ -326,3 +330,24 @@ class MlflowUi:
     def stop(self) -> None:
         self._process.stop()
         self.console.release()
+
+
+def raw_request(base: str, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None = None) -> requests.Response:
+    """``method path`` sent byte for byte as written (http.client: no dot segment removed, no escape
+    undone, as requests and urllib3 2.x would), with ``headers`` exactly as listed (a name twice is
+    sent twice); its answer as a ``requests.Response``."""
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        response = requests.Response()
+        response.status_code, response.headers, response._content = answer.status, CaseInsensitiveDict(answer.getheaders()), answer.read()
+        return response
+    finally:
+        conn.close()

@@ -11,31 +11,19 @@ import json
 import logging
 import uuid
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import urlsplit
 
 import pytest
 import requests
-from requests.structures import CaseInsensitiveDict
 
 from tests.api_helpers import assert_problem
-from tests.live_stack import GatewayThread, gateway_in_front_of
+from tests.live_stack import GatewayThread, gateway_in_front_of, raw_request
 
 
 def _raw(base: str, method: str, path: str, key: str, body: dict | None = None) -> requests.Response:
-    """``method path`` sent byte for byte as written (http.client: no dot segment removed, no
-    escape undone, as requests and urllib3 2.x would), its answer as a ``requests.Response``."""
-    url = urlsplit(base)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    """``method path`` sent byte for byte as written (``raw_request``), with ``key`` and a JSON body."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": f"Bearer {key}", **({"Content-Type": "application/json"} if data else {})}
-    try:
-        conn.request(method, path, body=data, headers=headers)
-        raw = conn.getresponse()
-        answer = requests.Response()
-        answer.status_code, answer.headers, answer._content = raw.status, CaseInsensitiveDict(raw.getheaders()), raw.read()
-        return answer
-    finally:
-        conn.close()
+    headers = [("Authorization", f"Bearer {key}"), *([("Content-Type", "application/json")] if data else [])]
+    return raw_request(base, method, path, headers, data)
 
 
 DOTS = "The path has '.' or '..' segments"
@@ -212,3 +200,26 @@ def test_a_key_in_a_run_creation_body_never_reaches_the_log(stand_in, pg_stack, 
     for key in (pasted, auth["Authorization"][len("Bearer "):]):
         secret = key.rsplit("_", 1)[1]
         assert secret not in caplog.text and key not in caplog.text
+
+
+def test_a_body_read_whole_past_its_limit_is_a_413_and_nothing_reaches_mlflow(pg_stack):
+    """The bodies the gateway reads whole (a judged write: proxy.WHOLE; a GraphQL request:
+    graphql.LIMIT) stop at their limit with a 413 that says what to do; nothing is created."""
+    from webhook_app.gateway import graphql
+    from webhook_app.gateway.proxy import WHOLE
+
+    register = pg_stack.api_key("register")
+    experiment = pg_stack.client.create_experiment(f"whole-{uuid.uuid4().hex[:8]}")
+    name = f"too-big-{uuid.uuid4().hex[:8]}"
+    # a run's creation is read whole (its user is the key's name): here too long to be read
+    padding = "x" * (WHOLE + 1)
+    body = json.dumps({"experiment_id": experiment, "run_name": name, "tags": [{"key": "pad", "value": padding}]}).encode()
+    answer = raw_request(pg_stack.gateway_url, "POST", "/mlflow/api/2.0/mlflow/runs/create",
+                         [("Authorization", f"Bearer {register}"), ("Content-Type", "application/json")], body)
+    assert_problem(answer, 413, "send it in smaller batches")
+    assert pg_stack.client.search_runs([experiment], filter_string=f"attributes.run_name = '{name}'") == []
+
+    query = json.dumps({"query": "query { test { output } }", "variables": {"pad": "x" * (graphql.LIMIT + 1)}}).encode()
+    answer = raw_request(pg_stack.gateway_url, "POST", "/mlflow/graphql",
+                         [("Authorization", f"Bearer {register}"), ("Content-Type", "application/json")], query)
+    assert_problem(answer, 413, "send a smaller query")

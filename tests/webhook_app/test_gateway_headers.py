@@ -6,19 +6,17 @@ PostgreSQL stack where it decides, and stand-ins where MLflow cannot be watched 
 
 from __future__ import annotations
 
-import http.client
 import logging
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import urlsplit
 
 import pytest
 import requests
-from requests.structures import CaseInsensitiveDict
 
 from tests.api_helpers import assert_problem
 from tests.live_stack import GatewayThread, gateway_in_front_of
+from tests.live_stack import raw_request as raw
 from webhook_app.gateway.forwarded import TRUSTED_PROXIES
 from webhook_app.gateway.proxy import GATEWAY
 
@@ -54,26 +52,6 @@ class Seen(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def raw(base: str, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None = None) -> requests.Response:
-    """``method path`` with ``headers`` exactly as listed (a name twice is sent twice), its answer
-    as a ``requests.Response``."""
-    url = urlsplit(base)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in headers:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        answer = conn.getresponse()
-        response = requests.Response()
-        response.status_code, response.headers, response._content = answer.status, CaseInsensitiveDict(answer.getheaders()), answer.read()
-        return response
-    finally:
-        conn.close()
 
 
 # -- a key in the URL ------------------------------------------------------------------------------

@@ -164,13 +164,10 @@ async def _read(request: web.Request) -> bytes | web.Response:
     if request.method == "POST" and request.content_type != "application/json":
         return _problem(415, "Bad Request. Content-Type must be one of ['application/json']: send the GraphQL request "
                              "as a JSON object.")
-    chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > LIMIT:
-            return _problem(413, f"The GraphQL request is larger than {LIMIT // 1024} KiB: send a smaller query.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    raw = await judge.read_whole(request, LIMIT)
+    if raw is None:
+        return _problem(413, f"The GraphQL request is larger than {LIMIT // 1024} KiB: send a smaller query.")
+    return raw
 
 
 def planned(raw: bytes) -> Plan | web.Response:

@@ -40,6 +40,17 @@ def empty_page() -> web.Response:
     return web.json_response({})  # MLflow's own answer to a search that finds nothing
 
 
+async def read_whole(request: web.Request, limit: int) -> bytes | None:
+    """A request's body read whole, or None when it is larger than ``limit`` bytes (read no further)."""
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class Request:
     """What is judged: the body as MLflow reads it, and the query (both may be narrowed)."""
 

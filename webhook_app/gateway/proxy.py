@@ -29,7 +29,7 @@ from hokusai_mlflow_plugin.db.models import MADE_RUN
 from hokusai_mlflow_plugin.db.models import REGISTERED_MODEL as OWNED_MODEL
 from webhook_app import problem_details
 import webhook_app.gateway.graphql as graphql
-from webhook_app.gateway.judge import Request, judge, stamp_owner
+from webhook_app.gateway.judge import Request, judge, read_whole, stamp_owner
 from webhook_app.gateway.makers import MakerRecord, made_experiment, made_id
 from webhook_app.gateway.metrics import ACCESS, upstream_trace
 from webhook_app.gateway.owners import Owners
@@ -280,13 +280,9 @@ async def _judged_body(request: web.Request, route: Route | None, caller: keys.C
     key's name as its user."""
     raw = b""
     if request.body_exists:
-        chunks, size = [], 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > WHOLE:
-                return problem(413, f"The body is larger than {WHOLE // (1024 * 1024)} MiB: send it in smaller batches.")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
+        raw = await read_whole(request, WHOLE)
+        if raw is None:
+            return problem(413, f"The body is larger than {WHOLE // (1024 * 1024)} MiB: send it in smaller batches.")
     payload = as_mlflow_reads(raw)
     if route is None:
         return raw if request.body_exists else None
