@@ -228,6 +228,8 @@ def test_graphql_answers_as_api_does(teams, monkeypatch):
     alice.create_model_version(her_model, f"runs:/{her_run}/model", run_id=her_run)
     # a version of bob's model made from her run (on MLflow directly): MLflow lists it under her run
     direct.create_model_version(bobs_model, f"runs:/{her_run}/model", run_id=her_run)
+    for name in (her_model, bobs_model):  # decided and tagged before any answer is compared with another
+        stack.wait_tag(name, 1, "hokusai_status", timeout=60)
     ghost = uuid.uuid4().hex
     queries = ui_queries()
 
