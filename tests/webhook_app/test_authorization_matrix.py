@@ -32,7 +32,6 @@ from hokusai_mlflow_plugin.db.models import (
     OutboxEvent,
     Registration,
     SignInSession,
-    Token,
     utcnow,
 )
 from hokusai_mlflow_plugin.db.session import dispose, session_factory
@@ -319,3 +318,38 @@ def test_an_admin_reaches_every_token_and_the_grants(world):
     assert detail["owner"] == "team-b" and detail["grants"] == [{"name": "team-a", "kind": "team", "permission": "read"}]
     alice = {"Authorization": f"Bearer {world['keys']['alice']}"}
     assert api.get(f"/api/v1/tokens/{SHARED_TOKEN}", headers=alice).json["grants"] is None
+
+
+def test_every_gateway_route_has_an_access_decision_and_its_own_routes_take_no_id(tmp_path):
+    """The gateway's router, read as it is built: each route has its decision in ``gateway.ACCESS``
+    (a new one without fails here), and its own routes answer the same to no key, a bad key and a
+    stranger's, since they reach nobody's object. MLflow's routes are judged route by route in
+    test_gateway_routes.py and test_gateway_teams.py."""
+    from http.server import BaseHTTPRequestHandler
+
+    import requests
+
+    from tests.live_stack import gateway_in_front_of
+    from webhook_app.gateway import ACCESS, PREFIX
+
+    class NoMlflow(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the gateway's own routes never reach it
+            self.send_error(599)
+
+        def log_message(self, *args):
+            pass
+
+    db_url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    from hokusai_mlflow_plugin.db.migrate import upgrade
+
+    upgrade(db_url)
+    with gateway_in_front_of(NoMlflow, db_url) as gateway:
+        routes = {r.resource.canonical for r in gateway.app.router.routes()}
+        assert routes == set(ACCESS), f"routes without an access decision: {sorted(routes - set(ACCESS))}"
+        for path in sorted(routes - {PREFIX + "{tail}"}):
+            answers = {(a.status_code, a.headers.get("Location"))
+                       for a in (requests.get(gateway.url + path, headers=h, allow_redirects=False, timeout=10)
+                                 for h in ({}, {"Authorization": "Bearer hk_0000000000000000_nope"},
+                                           {"Authorization": "Bearer hk_notakey"}))}
+            expected = {(302, PREFIX + "/")} if path == PREFIX else {(200, None)}
+            assert answers == expected, path

@@ -29,6 +29,19 @@ from webhook_app.gateway.rate_limit import RateLimit
 from webhook_app.gateway.signin import SignIn, with_slash
 
 
+MLFLOW_ROUTE = PREFIX + "{tail:(?:/.*)?}"
+#: The access decision of each of the gateway's own routes (a route's canonical path -> why), read by the
+#: authorization matrix test: a route added without one fails it. None of them takes an id but
+#: MLflow's, and MLflow's routes are each classified by ``scopes`` (tests/webhook_app/test_gateway_routes.py).
+ACCESS = {
+    "/health": "public: takes no id, answers only that the process is up",
+    "/metrics": "public, as the receiver's /metrics: takes no id, counts only (no key, user, token or object "
+                "name is a label); restrict it at the ingress",
+    PREFIX: "public: takes no id, a redirect to /mlflow/ on this host (the query kept, a key in it refused before)",
+    PREFIX + "{tail}": "MLflow's routes: the key or session, then each route's scope and owners (scopes.access_of, judge)",
+}
+
+
 def create_app(test_config: dict | None = None) -> web.Application:
     """The settings of the environment (and ``HOKUSAI_CONFIG``), then ``test_config``: keys
     ``internal_uri``, ``database_url``, ``rate_limit``, ``redis_url``, ``connect_timeout``,
@@ -74,7 +87,7 @@ def create_app(test_config: dict | None = None) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics.serve)
     app.router.add_get(PREFIX, with_slash)  # before the catch-all: /mlflow -> /mlflow/
-    app.router.add_route("*", PREFIX + "{tail:(?:/.*)?}", forward)  # forward reads the raw path itself
+    app.router.add_route("*", MLFLOW_ROUTE, forward)  # forward reads the raw path itself
     app.on_startup.append(_open)
     app.on_cleanup.append(_close)
     return app
