@@ -30,6 +30,7 @@ _FILE_KEYS = {
     "redis_stream", "log_level", "event_console", "relay_horizon", "relay_retry_base",
     "relay_retry_cap", "relay_lease", "api_url", "api_key", "mlflow_internal_uri", "gateway_connect_timeout",
     "gateway_read_timeout", "gateway_rate_limit", "gateway_key_lease", "provenance", "trusted_proxies",
+    "outcome_tag_linger", "mlflow_store_uri",
 }
 
 
@@ -65,6 +66,13 @@ class Settings:
     # The proxies (addresses and networks) whose X-Forwarded-* headers are believed: the scheme and
     # host a client used. Empty: nobody's, and a redirect never follows a header a client made up.
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Seconds the receiver gathers outcome tags before writing them, one request per registered
+    # model (mlflow_io.outcome_tags): the tags show in MLflow's UI up to this much later.
+    outcome_tag_linger: float = 1.0
+    # MLflow's own database (its --backend-store-uri, a SQLAlchemy URL): when set, the receiver
+    # reads a version's LoggedModel, run and metrics there with MLflow's own store, and writes the
+    # outcome tags there, none of it through MLflow's server (issue 23). Unset: through the server.
+    mlflow_store_uri: str | None = field(default=None, repr=False)
 
     @property
     def event_webhook_secrets(self) -> tuple[str, ...]:
@@ -247,7 +255,8 @@ def load_settings(config_file: str | None = None, environ=None, **overrides) -> 
         gateway_rate_limit=values.get("gateway_rate_limit") or "1200/minute",
         provenance=_provenance(values.get("provenance")),
         trusted_proxies=trusted_proxies(values.get("trusted_proxies")),
-        **_floats(values, "relay_horizon", "relay_retry_base", "relay_retry_cap", "relay_lease", "gateway_connect_timeout",
+        mlflow_store_uri=values.get("mlflow_store_uri"),
+        **_floats(values, "outcome_tag_linger", "relay_horizon", "relay_retry_base", "relay_retry_cap", "relay_lease", "gateway_connect_timeout",
                   "gateway_read_timeout", "gateway_key_lease"),
     )
     settings = settings.with_overrides(**overrides)

@@ -99,6 +99,18 @@ def test_repr_never_shows_a_redis_password():
     assert "redis-pw-123" not in repr(settings)
 
 
+def test_the_outcome_tag_linger_and_mlflow_store_are_read_from_the_environment():
+    settings = load_settings(environ={})
+    assert settings.outcome_tag_linger == 1.0 and settings.mlflow_store_uri is None
+    settings = load_settings(environ={"HOKUSAI_OUTCOME_TAG_LINGER": "0.05",
+                                      "HOKUSAI_MLFLOW_STORE_URI": "postgresql://mlflow:store-pw-9@db/mlflow"})
+    assert settings.outcome_tag_linger == 0.05
+    assert settings.mlflow_store_uri == "postgresql://mlflow:store-pw-9@db/mlflow"
+    assert "store-pw-9" not in repr(settings)
+    with pytest.raises(ConfigError, match="HOKUSAI_OUTCOME_TAG_LINGER must be a number of seconds"):
+        load_settings(environ={"HOKUSAI_OUTCOME_TAG_LINGER": "soon"})
+
+
 def test_a_json_config_file_with_lower_case_keys(home, tmp_path):
     path = write_json(
         tmp_path / "hokusai.json",

@@ -76,7 +76,7 @@ def _wire(app: Flask) -> None:
     tagger = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hokusai-outcome-tags")
     service = RegistrationService(
         session_factory(app.config["HOKUSAI_DATABASE_URL"]), client(app.config["MLFLOW_TRACKING_URI"]), tag_later=tagger.submit,
-        provenance=app.config["HOKUSAI_SETTINGS"].provenance,
+        provenance=app.config["HOKUSAI_SETTINGS"].provenance, outcome_tag_linger=app.config["HOKUSAI_SETTINGS"].outcome_tag_linger,
     )
     app.extensions["hokusai"] = service
     if not app.config["HOKUSAI_RELAY"]:

@@ -24,7 +24,7 @@ from hokusai_mlflow_plugin.db.session import read_engine
 from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
 from hokusai_mlflow_plugin.monitoring import DECISION_SECONDS, REGISTRATIONS
 from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound
-from hokusai_mlflow_plugin.mlflow_io.outcome_tags import PendingOutcomeTags
+from hokusai_mlflow_plugin.mlflow_io.outcome_tags import LINGER, PendingOutcomeTags
 from hokusai_mlflow_plugin.mlflow_io.shared_reads import SharedLoggedModelReads, SharedRunReads
 from hokusai_mlflow_plugin.registration import records
 from hokusai_mlflow_plugin.registration.decision import decide, token_id_of
@@ -78,7 +78,7 @@ class RegistrationService:
 
     def __init__(
         self, sessions: sessionmaker[Session], client, after_commit: list[Callable[[list[str]], None]] | None = None,
-        tag_later: Callable | None = None, provenance: str = ownership.OPEN,
+        tag_later: Callable | None = None, provenance: str = ownership.OPEN, outcome_tag_linger: float = LINGER,
     ):
         self.sessions = sessions
         self.provenance = ownership.check_mode(provenance)  # for versions with no recorded maker
@@ -87,7 +87,7 @@ class RegistrationService:
         self.models = SharedLoggedModelReads(client)  # and their LoggedModels
         self.after_commit = list(after_commit or [])
         self.tag_later = tag_later
-        self.outcome_tags = PendingOutcomeTags(client)
+        self.outcome_tags = PendingOutcomeTags(client, linger=outcome_tag_linger)
         self.engine = sessions.kw["bind"]
         self.reads = read_engine(self.engine)
 
