@@ -43,6 +43,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         HOKUSAI_RELAY=True,
         HOKUSAI_RELAY_POLL=1.0,  # seconds; the relay is also woken the moment a registration commits
         HOKUSAI_TRUSTED_PROXIES=settings.trusted_proxies,  # whose X-Forwarded-* is believed (webhook_app.proxies)
+        HOKUSAI_OUTCOME_TAG_LINGER=settings.outcome_tag_linger,  # seconds the outcome tags gather (mlflow_io.outcome_tags)
+        HOKUSAI_MLFLOW_STORE_URI=settings.mlflow_store_uri,  # MLflow's database: the decisions' reads and tags there
     )
     if test_config:
         app.config.update(test_config)
@@ -76,7 +78,7 @@ def _wire(app: Flask) -> None:
     tagger = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hokusai-outcome-tags")
     service = RegistrationService(
         session_factory(app.config["HOKUSAI_DATABASE_URL"]), client(app.config["MLFLOW_TRACKING_URI"]), tag_later=tagger.submit,
-        provenance=app.config["HOKUSAI_SETTINGS"].provenance, outcome_tag_linger=app.config["HOKUSAI_SETTINGS"].outcome_tag_linger,
+        provenance=app.config["HOKUSAI_SETTINGS"].provenance, outcome_tag_linger=app.config["HOKUSAI_OUTCOME_TAG_LINGER"],
     )
     app.extensions["hokusai"] = service
     if not app.config["HOKUSAI_RELAY"]:
