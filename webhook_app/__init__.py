@@ -18,7 +18,7 @@ from hokusai_mlflow_plugin.config import load_settings, receiver_problem, truste
 from hokusai_mlflow_plugin.core.errors import ConfigError
 from hokusai_mlflow_plugin.db.session import session_factory
 from hokusai_mlflow_plugin.events.relay import from_settings as relay_from_settings
-from hokusai_mlflow_plugin.mlflow_io.client import client, fail_fast_by_default
+from hokusai_mlflow_plugin.mlflow_io.client import client, fail_fast_by_default, store_client
 from hokusai_mlflow_plugin.registration.service import RegistrationService
 from webhook_app.proxies import TrustedProxyFix
 from webhook_app.signature import DEFAULT_TOLERANCE, MAX_BODY, WebhookConfigurationError
@@ -76,9 +76,15 @@ def _wire(app: Flask) -> None:
     # The outcome tags are written after the answer: MLflow's delivery (and the next one) does not
     # wait on two more MLflow writes. The pool's threads start at the first decision, in the worker.
     tagger = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hokusai-outcome-tags")
+    store_uri = app.config["HOKUSAI_MLFLOW_STORE_URI"]
+    try:  # no I/O: MLflow's stores open their database at the first read
+        reader = store_client(store_uri) if store_uri else None
+    except ValueError as e:
+        raise WebhookConfigurationError(str(e)) from None
     service = RegistrationService(
         session_factory(app.config["HOKUSAI_DATABASE_URL"]), client(app.config["MLFLOW_TRACKING_URI"]), tag_later=tagger.submit,
         provenance=app.config["HOKUSAI_SETTINGS"].provenance, outcome_tag_linger=app.config["HOKUSAI_OUTCOME_TAG_LINGER"],
+        reader=reader,
     )
     app.extensions["hokusai"] = service
     if not app.config["HOKUSAI_RELAY"]:

@@ -52,12 +52,16 @@ class Context:
 
         # The system decides on MLflow behind the gateway where one is named (HOKUSAI_MLFLOW_INTERNAL_URI):
         # its outcome tags are the system's word, which the gateway refuses to every key.
-        internal = self.settings.mlflow_internal_uri
-        if internal:
-            from hokusai_mlflow_plugin.mlflow_io.client import client
+        from hokusai_mlflow_plugin.mlflow_io.client import client, store_client
 
-            return RegistrationService(self.sessions(), client(internal), provenance=self.settings.provenance)
-        return RegistrationService(self.sessions(), self.client(), provenance=self.settings.provenance)
+        internal = self.settings.mlflow_internal_uri
+        store = self.settings.mlflow_store_uri  # MLflow's database: the decisions read it directly
+        try:
+            reader = store_client(store) if store else None
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        return RegistrationService(self.sessions(), client(internal) if internal else self.client(),
+                                   provenance=self.settings.provenance, reader=reader)
 
     def api(self):
         """The HTTP API's client when HOKUSAI_API_URL and HOKUSAI_API_KEY are set (the command then

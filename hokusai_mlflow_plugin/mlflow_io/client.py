@@ -33,6 +33,28 @@ def client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+#: the SQLAlchemy dialects MLflow's SQL backend runs on (``postgresql+psycopg`` is ``postgresql``).
+STORE_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def is_store_uri(uri: str | None) -> bool:
+    """Is ``uri`` MLflow's database (a SQLAlchemy URL), not its server?"""
+    return bool(uri) and uri.split(":", 1)[0].split("+", 1)[0].lower() in STORE_DIALECTS
+
+
+def store_client(store_uri: str) -> MlflowClient:
+    """A client on MLflow's own database (``mlflow server --backend-store-uri``) through MLflow's own
+    SQL stores, as ``mlflow gc`` works: it reads runs, LoggedModels and versions, and writes tags,
+    with none of MLflow's server's CPU. The installed MLflow must be the server's (its schema check
+    refuses a database of another version)."""
+    if not is_store_uri(store_uri):
+        raise ValueError(
+            "HOKUSAI_MLFLOW_STORE_URI must be MLflow's database, the URL given to `mlflow server "
+            f"--backend-store-uri` (such as sqlite:////srv/mlflow.db or postgresql://...), not {store_uri.split('://')[0]}://..."
+        )
+    return MlflowClient(tracking_uri=store_uri, registry_uri=store_uri)
+
+
 def fail_fast_by_default(environ=os.environ) -> None:
     """Make this whole process fail fast on MLflow (a long-running receiver), unless the operator
     chose otherwise."""

@@ -12,7 +12,7 @@ from mlflow.entities.model_registry import ModelVersionTag
 
 from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.core import tags
-from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call
+from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call, is_store_uri
 from hokusai_mlflow_plugin.plugins.stamping_store import outcome_value, outcomes_value
 
 _logger = logging.getLogger(__name__)
@@ -123,7 +123,9 @@ def tag_outcomes(client, model_name: str, outcomes: dict[str, tuple[str, str]]) 
     requests per version. Failure is logged, not raised: the decisions are already committed."""
     outcomes = {str(v): o for v, o in outcomes.items()}
     uri = client.tracking_uri
-    if uri.startswith(("http://", "https://")) and ONE_WRITE.get(uri) is not False:
+    if is_store_uri(uri):
+        ONE_WRITE[uri] = True  # MLflow's database through our own store: one transaction by construction
+    if (is_store_uri(uri) or uri.startswith(("http://", "https://"))) and ONE_WRITE.get(uri) is not False:
         try:
             outcomes = _written_together(uri, model_name, outcomes)
         except Exception as e:
@@ -140,7 +142,7 @@ def _tag_alone(client, model_name: str, version: str, status: str, reason: str) 
     try:
         uri = client.tracking_uri
         if ONE_WRITE.get(uri):
-            _rest_store(uri).set_model_version_tag(model_name, version, ModelVersionTag(tags.STATUS, outcome_value(status, reason)))
+            _outcome_store(uri).set_model_version_tag(model_name, version, ModelVersionTag(tags.STATUS, outcome_value(status, reason)))
             return True
         set_tag = _version_tagger(client)
         set_tag(model_name, version, tags.STATUS, status)
@@ -163,7 +165,7 @@ def _written_together(uri: str, name: str, outcomes: dict[str, tuple[str, str]])
     """Write the outcomes in as few requests as the server's store allows; the outcomes left to
     write one by one (all of them on a server whose store turns nothing into tags; a batch that
     failed)."""
-    store = _rest_store(uri)
+    store = _outcome_store(uri)
     left = dict(outcomes)
     if ONE_WRITE.get(uri) is None:
         with ONE_WRITE_CHECK:  # the first write to this server reads the version back, once
@@ -207,6 +209,19 @@ def _version_tagger(client):
         return lambda name, version, key, value: client.set_model_version_tag(name, version, key, value)
     store = _rest_store(uri)
     return lambda name, version, key, value: store.set_model_version_tag(name, version, ModelVersionTag(key, value))
+
+
+def _outcome_store(uri: str):
+    """Where outcome tags are written: the server's REST registry, or on MLflow's database the
+    ``hokusai+`` store itself (the same code the server runs: every outcome in one transaction)."""
+    return _database_store(uri) if is_store_uri(uri) else _rest_store(uri)
+
+
+@functools.lru_cache(maxsize=8)
+def _database_store(uri: str):
+    from hokusai_mlflow_plugin.plugins.stamping_store import SCHEME_PREFIX, HokusaiRegistryStore
+
+    return HokusaiRegistryStore(SCHEME_PREFIX + uri)
 
 
 @functools.lru_cache(maxsize=8)

@@ -97,7 +97,7 @@ def _recent(client, since: int) -> tuple[set[tuple[str, str]], int]:
 
 def _found(service, drafts: list[str], since: int, cursor: str, searches: int):
     """The undecided versions of draft tokens this sweep finds, the new watermark and cursor."""
-    client, sessions = service.client, service.sessions
+    client, sessions = service.reader, service.sessions  # MLflow's database itself, when the service reads there
     draft_set, found = set(drafts), set()
     recent, newest = _recent(client, since)
     for name, version in sorted(guarded(_undecided_of, sessions, recent)):

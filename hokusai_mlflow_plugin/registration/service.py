@@ -23,7 +23,7 @@ from hokusai_mlflow_plugin.db.models import OUTCOME_REGISTERED, OUTCOME_REJECTED
 from hokusai_mlflow_plugin.db.session import read_engine
 from hokusai_mlflow_plugin.mlflow_io import facts as mlflow_facts
 from hokusai_mlflow_plugin.monitoring import DECISION_SECONDS, REGISTRATIONS
-from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound
+from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, is_store_uri
 from hokusai_mlflow_plugin.mlflow_io.outcome_tags import LINGER, PendingOutcomeTags
 from hokusai_mlflow_plugin.mlflow_io.shared_reads import SharedLoggedModelReads, SharedRunReads
 from hokusai_mlflow_plugin.registration import records
@@ -74,20 +74,28 @@ class RegistrationService:
     before it: the receiver's, which must not keep MLflow's webhook delivery waiting on MLflow
     writes, and whose tags are written together with those of the decisions around them
     (``outcome_tags.PendingOutcomeTags``); without it (the CLI, the sweep) the tags are written
-    before ``register`` returns."""
+    before ``register`` returns. ``reader``: a client on MLflow's database (``client.store_client``)
+    for the decisions' reads and outcome tags; without it they go to ``client``'s server."""
 
     def __init__(
         self, sessions: sessionmaker[Session], client, after_commit: list[Callable[[list[str]], None]] | None = None,
         tag_later: Callable | None = None, provenance: str = ownership.OPEN, outcome_tag_linger: float = LINGER,
+        reader=None,
     ):
         self.sessions = sessions
         self.provenance = ownership.check_mode(provenance)  # for versions with no recorded maker
         self.client = client
-        self.runs = SharedRunReads(client)  # concurrent decisions read their runs together
-        self.models = SharedLoggedModelReads(client)  # and their LoggedModels
+        # What a decision reads of MLflow, and where its outcome tags go: MLflow's database itself
+        # when the receiver is given it (HOKUSAI_MLFLOW_STORE_URI), else the server.
+        self.reader = reader or client
+        if is_store_uri(getattr(self.reader, "tracking_uri", None)):  # a plain read of the database costs MLflow's server nothing
+            self.runs = self.models = None
+        else:
+            self.runs = SharedRunReads(self.reader)  # concurrent decisions read their runs together
+            self.models = SharedLoggedModelReads(self.reader)  # and their LoggedModels
         self.after_commit = list(after_commit or [])
         self.tag_later = tag_later
-        self.outcome_tags = PendingOutcomeTags(client, linger=outcome_tag_linger)
+        self.outcome_tags = PendingOutcomeTags(self.reader, linger=outcome_tag_linger)
         self.engine = sessions.kw["bind"]
         self.reads = read_engine(self.engine)
 
@@ -109,7 +117,7 @@ class RegistrationService:
             return Outcome.of(earlier, DUPLICATE)
 
         try:
-            facts = mlflow_facts.fetch(self.client, model_name, version, created, self.runs, self.models)  # MlflowUnavailable: try later
+            facts = mlflow_facts.fetch(self.reader, model_name, version, created, self.runs, self.models)  # MlflowUnavailable: try later
         except MlflowNotFound:
             return Outcome(IGNORED, f"MLflow has no model '{model_name}' version {version}.", model_name, version)
 
@@ -122,7 +130,7 @@ class RegistrationService:
                     _logger.warning("after-commit callback failed", exc_info=True)
         if outcome.status != DUPLICATE:
             if self.tag_later is None:
-                mlflow_facts.tag_outcome(self.client, model_name, version, outcome.status, outcome.reason)
+                mlflow_facts.tag_outcome(self.reader, model_name, version, outcome.status, outcome.reason)
             else:  # queued, and written with the outcomes queued by then (one request for a burst's)
                 self.outcome_tags.put(model_name, version, outcome.status, outcome.reason)
                 self.tag_later(self.outcome_tags.flush)
