@@ -142,11 +142,12 @@ class Round:
     """One burst against a fresh MLflow. ``kind``: ``alone`` is MLflow alone (plain registry store,
     no webhook, no receiver); ``door`` is the floor of any webhook design: the ``hokusai+`` store and
     the webhook, delivered to a door that answers 204 at once and asks MLflow nothing; ``attached``
-    is Hokusai."""
+    is Hokusai reading MLflow through its server, ``attached-store`` Hokusai reading (and tagging)
+    MLflow's database directly (``HOKUSAI_MLFLOW_STORE_URI``, as ``hokusai up`` runs it)."""
 
     def __init__(self, args, db_url: str, kind: str, pin: bool, number: int):
         self.args, self.db_url, self.kind, self.pin, self.number = args, db_url, kind, pin, number
-        self.attached = kind == "attached"
+        self.attached = kind.startswith("attached")
 
     def run(self) -> dict:
         import tempfile
@@ -194,6 +195,7 @@ class Round:
                 renv.update({
                     "HOKUSAI_HOME": str(workdir / "home"), "HOKUSAI_DATABASE_URL": self.db_url, "HOKUSAI_WEBHOOK_SECRET": SECRET,
                     "MLFLOW_TRACKING_URI": url, "HOKUSAI_LOG_LEVEL": "WARNING",
+                    **({"HOKUSAI_MLFLOW_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"} if self.kind == "attached-store" else {}),
                     "HOKUSAI_EVENT_WEBHOOK_URL": consumer.url, "HOKUSAI_EVENT_WEBHOOK_SECRET": "whsec_" + "YmVuY2gtYnVyc3Qtc2VjcmV0LWtleQ==",
                 })
                 rcmd = receiver_command("127.0.0.1", rport, args.workers)
@@ -270,7 +272,8 @@ class Round:
 
 
 def report(r: dict, n: int) -> None:
-    label = {"alone": "MLflow alone", "door": "the door (store + webhook, 204 at once)", "attached": "attached"}[r["kind"]]
+    label = {"alone": "MLflow alone", "door": "the door (store + webhook, 204 at once)", "attached": "attached, reads through MLflow's server",
+             "attached-store": "attached, reads MLflow's database (HOKUSAI_MLFLOW_STORE_URI)"}[r["kind"]]
     label += ", pinned" if r["pin"] else ", unpinned"
     print(f"\n-- {label}: MLflow created {r['mlflow_rate']:.1f} versions/s ({r['created_s']:.1f} s)")
     if r["attached"]:
@@ -300,6 +303,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="pairs of (alone, attached) per pinning mode")
     parser.add_argument("--pin", choices=("no", "yes", "both"), default="both")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for every decision")
+    parser.add_argument("--reads", choices=("server", "store", "both"), default="both",
+                        help="the attached rounds' receiver reads MLflow through its server, its database, or a round of each")
     parser.add_argument("--door", action="store_true",
                         help="also a round of the webhook design's floor: the store and the webhook, to a door that answers 204")
     args = parser.parse_args()
@@ -319,7 +324,8 @@ def main() -> None:
         number = 0
         for pin in {"no": [False], "yes": [True], "both": [False, True]}[args.pin]:
             for _ in range(args.rounds):
-                for kind in ("alone", "door", "attached") if args.door else ("alone", "attached"):
+                attached = {"server": ("attached",), "store": ("attached-store",), "both": ("attached", "attached-store")}[args.reads]
+                for kind in ("alone", *(("door",) if args.door else ()), *attached):
                     number += 1
                     r = Round(args, db_url, kind, pin, number).run()
                     report(r, args.versions)
@@ -331,7 +337,7 @@ def main() -> None:
 
     n = args.versions
     print(f"\n== summary: {n} versions by {args.writers} writers per round")
-    print("pin       MLflow alone  attached  ratio  decided/MLflow  p99 lag   req/version  MLflow CPU ms/version (alone, attached)")
+    print("pin  reads    MLflow alone  attached  ratio  decided/MLflow  p99 lag   req/version  MLflow CPU ms/version (alone, attached)")
     for pin in (False, True):
         alone = [r for r in results if r["pin"] == pin and r["kind"] == "alone"]
         attached = [r for r in results if r["pin"] == pin and r["attached"]]
@@ -340,10 +346,11 @@ def main() -> None:
             a = alone[doors.index(d)]
             print(f"{'yes' if pin else 'no':<9} the door alone: {d['mlflow_rate']:.1f}/s, ratio {d['mlflow_rate'] / a['mlflow_rate']:.2f}"
                   f" of MLflow alone; MLflow CPU {d['mlflow_cpu_ms']:.1f} ms/version")
-        for a, h in zip(alone, attached):
-            print(f"{'yes' if pin else 'no':<9} {a['mlflow_rate']:9.1f}/s {h['mlflow_rate']:8.1f}/s {h['mlflow_rate'] / a['mlflow_rate']:6.2f}"
-                  f" {h['decision_rate'] / h['mlflow_rate']:11.2f} {benchlib.pct(h['lag'], 99):9.0f} ms"
-                  f" {sum(h['mlflow_calls'].values()) / n:9.2f} {a['mlflow_cpu_ms']:12.1f}, {h['mlflow_cpu_ms']:.1f}")
+        for kind, reads in (("attached", "server"), ("attached-store", "store")):
+            for a, h in zip(alone, [r for r in attached if r["kind"] == kind]):
+                print(f"{'yes' if pin else 'no':<4} {reads:<6} {a['mlflow_rate']:9.1f}/s {h['mlflow_rate']:8.1f}/s {h['mlflow_rate'] / a['mlflow_rate']:6.2f}"
+                      f" {h['decision_rate'] / h['mlflow_rate']:11.2f} {benchlib.pct(h['lag'], 99):9.0f} ms"
+                      f" {sum(h['mlflow_calls'].values()) / n:9.2f} {a['mlflow_cpu_ms']:12.1f}, {h['mlflow_cpu_ms']:.1f}")
     print("goals: attached >= 0.8 x alone (pinned); decided >= 0.95 x MLflow; p99 < 1000 ms; <= 3 requests per version")
     print(benchlib.finished())
 

@@ -620,6 +620,8 @@ class Chaos:
             "HOKUSAI_DATABASE_URL": db_url,
             "HOKUSAI_WEBHOOK_SECRET": MLFLOW_SECRET,
             "MLFLOW_TRACKING_URI": mlflow_url,
+            **({"HOKUSAI_MLFLOW_STORE_URI": f"sqlite:///{self.workdir / 'mlflow.db'}"}
+               if self.args.reads == "store" and name in ("receiver", "reconcile") else {}),
             "HOKUSAI_EVENT_WEBHOOK_URL": self.consumer.url,
             "HOKUSAI_EVENT_WEBHOOK_SECRET": self.event_secret,
             # Short retries and lease, so that a run settles in seconds, not the production minutes.
@@ -1138,6 +1140,9 @@ def parser() -> argparse.ArgumentParser:
                    "receiver from PostgreSQL, relay-1 from PostgreSQL mid-lease, the receiver from MLflow; and revoke keys through the run")
     p.add_argument("--partition-interval", type=float, default=4.0, help="seconds between one healing and the next cut, on average (4)")
     p.add_argument("--max-cut", type=float, default=6.0, help="a cut lasts 1 s to this many seconds (6); relay-1's the lease and 1-3 s more")
+    p.add_argument("--reads", choices=("server", "store"), default="server",
+                   help="the receiver and the sweep read MLflow through its server (server), or its SQLite database "
+                        "directly, HOKUSAI_MLFLOW_STORE_URI, as `hokusai up` runs them (store)")
     p.add_argument("--keep", action="store_true", help="keep the work directory and its logs")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

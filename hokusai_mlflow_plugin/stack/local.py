@@ -172,6 +172,9 @@ class LocalStack:
             "HOKUSAI_DATABASE_URL": self.database_url,
             "HOKUSAI_WEBHOOK_SECRET": keys["webhook_secret"],
             "MLFLOW_TRACKING_URI": self.mlflow_url,
+            # The decisions read MLflow's SQLite and write their outcome tags there, with MLflow's
+            # own stores, instead of asking its one server worker (issue 23).
+            "HOKUSAI_MLFLOW_STORE_URI": backend,
         }
         receiver_env = {**child_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.home / "prometheus" / "receiver"))}
         if self.gateway_port:
