@@ -8,6 +8,11 @@ the next: a version tagged by hand long after its creation, or created before it
 webhook was lost. Its cost grows with the versions created since the last sweep, plus a bounded
 number of searches, never with the size of the registry nor with the drafts waiting (a token whose
 versions were all rejected stays a draft: there may be thousands).
+
+It also writes the outcome tags that a decision lost: the receiver writes them after its commit
+(gathered for ``HOKUSAI_OUTCOME_TAG_LINGER``), and a receiver killed in between loses them. A
+version of (1) decided more than ``RETAG_AFTER`` ago and still without ``hokusai_status`` gets its
+registration row's outcome, so the MLflow UI shows every decision.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -36,6 +42,9 @@ DRAFT_SEARCHES = 20  # drafts searched by tag per sweep: each is one MLflow sear
 LAST_SWEEP = "reconcile.last_sweep"  # JSON: when the last sweep ended, and how many it decided
 OVERLAP_MS = 5 * 60 * 1000  # versions created while the last sweep ran, clocks a little apart
 PAGE = 200
+#: seconds a decision's outcome tags are left to the receiver (its linger and its flush) before the
+#: sweep writes them for a version that still has none.
+RETAG_AFTER = 30.0
 
 
 def _search(client, filter_string: str | None, order_by: list[str] | None = None):
@@ -84,23 +93,56 @@ def _save_state(sessions, newest: int, cursor: str | None) -> None:
             session.merge(SweepState(key=DRAFT_CURSOR, value=cursor))
 
 
-def _recent(client, since: int) -> tuple[set[tuple[str, str]], int]:
-    """The versions created since ``since`` (less the overlap), and the newest creation time."""
-    newest, recent = since, set()
+def _recent(client, since: int) -> tuple[set[tuple[str, str]], set[tuple[str, str]], int]:
+    """The versions created since ``since`` (less the overlap), those of them without an outcome
+    tag, and the newest creation time."""
+    newest, recent, untagged = since, set(), set()
     for mv in _search(client, None, ["creation_timestamp DESC"]):
         if mv.creation_timestamp < since - OVERLAP_MS:
             break
         newest = max(newest, mv.creation_timestamp)
         recent.add((mv.name, str(mv.version)))
-    return recent, newest
+        if not (mv.tags or {}).get(tags.STATUS):
+            untagged.add((mv.name, str(mv.version)))
+    return recent, untagged, newest
+
+
+def _lost_outcomes(sessions, keys: set[tuple[str, str]]) -> dict[str, dict[str, tuple[str, str]]]:
+    """model -> version -> (outcome, reason): the versions among ``keys`` decided over
+    ``RETAG_AFTER`` ago (their outcome tags are no longer on their way)."""
+    if not keys:
+        return {}
+    before = utcnow() - timedelta(seconds=RETAG_AFTER)
+    pairs = sa.tuple_(Registration.model_name, Registration.model_version)
+    lost: dict[str, dict[str, tuple[str, str]]] = {}
+    with sessions() as session:
+        rows = session.execute(
+            sa.select(Registration.model_name, Registration.model_version, Registration.outcome, Registration.reason)
+            .where(pairs.in_(sorted(keys)), Registration.created_at < before)
+        ).tuples()
+        for name, version, outcome, reason in rows:
+            lost.setdefault(name, {})[version] = (outcome, reason)
+    return lost
+
+
+def _retag(service, untagged: set[tuple[str, str]]) -> int:
+    """Write the outcome tags that decisions lost; how many versions were tagged."""
+    tagged = 0
+    for name, outcomes in sorted(guarded(_lost_outcomes, service.sessions, untagged).items()):
+        if mlflow_facts.tag_outcomes(service.reader, name, outcomes):
+            tagged += len(outcomes)
+            _logger.info("reconcile: model %r versions %s had lost their outcome tags; written again", name,
+                         ", ".join(sorted(outcomes, key=tags.version_key)))
+    return tagged
 
 
 def _found(service, drafts: list[str], since: int, cursor: str, searches: int):
-    """The undecided versions of draft tokens this sweep finds, the new watermark and cursor."""
+    """The undecided versions of draft tokens this sweep finds, the recent versions without an
+    outcome tag, the new watermark and cursor."""
     client, sessions = service.reader, service.sessions  # MLflow's database itself, when the service reads there
     draft_set, found = set(drafts), set()
-    recent, newest = _recent(client, since)
-    for name, version in sorted(guarded(_undecided_of, sessions, recent)):
+    recent, untagged, newest = _recent(client, since)
+    for name, version in sorted(guarded(_undecided_of, sessions, recent)) if drafts else []:
         try:
             facts = mlflow_facts.fetch(client, name, version)
         except MlflowNotFound:
@@ -112,20 +154,21 @@ def _found(service, drafts: list[str], since: int, cursor: str, searches: int):
         # ILIKE: a tag typed by hand in the UI may be 'xray' for token XRAY
         for mv in _search(client, f"tags.{tags.TOKEN_ID} ILIKE '{token_id}'"):
             found.add((mv.name, str(mv.version)))
-    return guarded(_undecided_of, sessions, found), newest, (searched[-1] if searched else None)
+    return guarded(_undecided_of, sessions, found), untagged, newest, (searched[-1] if searched else None)
 
 
 def reconcile_once(service: RegistrationService, searches: int = DRAFT_SEARCHES) -> list[Outcome]:
     """One sweep; ``searches``: how many drafts to search by tag (``DRAFT_SEARCHES``)."""
     sessions = service.sessions
     drafts, since, cursor = guarded(_drafts_and_state, sessions)
-    if not drafts:
+    if not drafts and not guarded(_decided_lately, sessions):
         guarded(_save_last_sweep, sessions, 0)
         return []
     try:
-        found, newest, cursor = _found(service, drafts, since, cursor, searches)
+        found, untagged, newest, cursor = _found(service, drafts, since, cursor, searches)
     except MlflowUnavailable as e:
         raise MlflowUnavailable(f"reconcile could not read MLflow: {e}") from e
+    _retag(service, untagged - found)
 
     outcomes = []
     for name, version in sorted(found, key=lambda k: (k[0], tags.version_key(k[1]))):
@@ -139,6 +182,13 @@ def reconcile_once(service: RegistrationService, searches: int = DRAFT_SEARCHES)
     for outcome in outcomes:
         RECONCILE_DECIDED.labels(outcome.status).inc()
     return outcomes
+
+
+def _decided_lately(sessions) -> bool:
+    """Was a version decided within the overlap window (whose outcome tags the sweep may have to write)?"""
+    since = utcnow() - timedelta(milliseconds=OVERLAP_MS + RETAG_AFTER * 1000)
+    with sessions() as session:
+        return session.scalar(sa.select(Registration.id).where(Registration.created_at >= since).limit(1)) is not None
 
 
 def _save_last_sweep(sessions, decided: int) -> None:

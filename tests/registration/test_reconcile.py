@@ -64,3 +64,37 @@ def _sweep_until_decided(stack, service, client, searches, name, version) -> int
         if any((o.model_name, o.model_version) == (name, version) for o in outcomes):
             return sweep
     raise AssertionError("the tag search never reached the token")
+
+
+def test_outcome_tags_lost_with_a_receiver_are_written_by_the_sweep(stack, monkeypatch, receiver_down, unique_name, token_id):
+    """The receiver writes a decision's outcome tags after its commit, gathered for a moment: a
+    receiver killed in between loses them (the chaos run found 30 of 1,000 versions untagged). The
+    sweep writes the registration's outcome on a version decided over RETAG_AFTER ago that still
+    has none, and leaves a fresh decision's tags to the receiver."""
+    from datetime import timedelta
+
+    from hokusai_mlflow_plugin.db.models import Registration
+    from hokusai_mlflow_plugin.registration.reconcile import RETAG_AFTER
+
+    stack.create_token(token_id)
+    monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
+    with mlflow.start_run():
+        mlflow.log_metric("auroc", 0.9)
+        version = str(log_model(registered_model_name=unique_name).registered_model_version)
+    killed = RegistrationService(stack.sessions, stack.client, tag_later=lambda flush: None)  # its queue never flushed
+    decided = killed.register(unique_name, version)
+    assert decided.status == "registered"
+    assert "hokusai_status" not in stack.client.get_model_version(unique_name, version).tags
+
+    sweeper = RegistrationService(stack.sessions, stack.client)
+    reconcile_once(sweeper)  # just decided: the receiver's tags may still be on their way
+    assert "hokusai_status" not in stack.client.get_model_version(unique_name, version).tags
+
+    with stack.sessions.begin() as s:
+        row = s.scalars(sa.select(Registration).where(Registration.model_name == unique_name)).one()
+        row.created_at = row.created_at - timedelta(seconds=RETAG_AFTER + 5)
+    assert reconcile_once(sweeper) == []  # nothing to decide
+    written = stack.client.get_model_version(unique_name, version).tags
+    assert written["hokusai_status"] == "registered"
+    assert written["hokusai_reason"] == decided.reason
+    assert stack.token(token_id)["status"] == "registered"
