@@ -525,6 +525,17 @@ def versions_of(client, model_name: str, token_id: str | None = None) -> list[st
     return [mv.version for mv in client.search_model_versions(filter_string, max_results=10000)]
 
 
+def version_statuses(client, model_name: str) -> dict[str, str | None]:
+    """Every version of the model and its ``hokusai_status`` tag (None: none yet)."""
+    out, token = {}, None
+    while True:
+        page = client.search_model_versions(f"name = '{model_name}'", max_results=1000, page_token=token)
+        out.update({str(mv.version): mv.tags.get("hokusai_status") for mv in page})
+        token = page.token
+        if not token:
+            return out
+
+
 def all_versions(client, model_name: str) -> dict[str, str | None]:
     """Every version of the model and the token its tags name, page by page."""
     out, token = {}, None
@@ -768,6 +779,18 @@ class Chaos:
         state = f"{len(versions) - len(undecided)}/{len(versions)} versions decided, {len(events) - len(undelivered)}/{len(events)} events delivered"
         return not undecided and not undelivered and open_deliveries == 0, state
 
+    def wait_tagged(self, mlflow_client, model_name: str, deadline: float) -> list[str]:
+        """The decided versions without ``hokusai_status`` in MLflow, once none is left or at
+        ``deadline``: the receiver writes them after its commit, and a receiver killed in between
+        loses them until the reconcile sweep writes them (``reconcile.RETAG_AFTER`` later)."""
+        while True:
+            untagged = sorted(v for v, status in version_statuses(mlflow_client, model_name).items() if not status)
+            if not untagged or time.monotonic() >= deadline:
+                if untagged:
+                    self.log(f"{len(untagged)} decided versions without outcome tags: {', '.join(untagged[:20])}")
+                return untagged
+            time.sleep(2.0)
+
     def read_once(self, mlflow_client, model_name: str) -> dict:
         versions = all_versions(mlflow_client, model_name)
         with self.pg() as conn:
@@ -857,6 +880,7 @@ class Chaos:
             time.sleep(1.0)
         settle_time = time.monotonic() - t_heal
         self.log(f"{'settled' if settled else 'NOT settled'} after {settle_time:.1f}s: {state}")
+        untagged = self.wait_tagged(client, model_name, settle_deadline if args.tags else time.monotonic()) if settled else None
         time.sleep(1.0)  # a last second of forgeries against the healed stack
         self.stop_forger.set()
         self.forger.join(15)
@@ -871,6 +895,7 @@ class Chaos:
             summary["thread_errors"] = [f"{t.name}: {t.error!r}" for t in (self.partitioner, self.prober) if t.error is not None]
         summary.update({
             "settled": settled, "settle_state": state, "time_to_settle_s": round(settle_time, 1),
+            "without_outcome_tags": untagged, "tags_required": args.tags,
             "workload_s": round(workload_time, 1), "wall_s": round(time.monotonic() - started, 1),
             "kills": {k: self.kills[k] for k in self.components}, "client_retries": dict(workload.retries),
             "tracebacks": self.tracebacks(),
@@ -1069,6 +1094,8 @@ def verdict(s: dict) -> list[str]:
             problems.append(f"partition threads failed: {s['thread_errors']}")
     if not s["settled"]:
         problems.append(f"not settled: {s['settle_state']}")
+    if s.get("tags_required") and s.get("without_outcome_tags"):
+        problems.append(f"decided versions without outcome tags: {len(s['without_outcome_tags'])}")
     if s["not_created"]:
         problems.append(f"registrations the workload could not create: {s['not_created']}")
     return problems
@@ -1093,6 +1120,9 @@ def report(s: dict) -> str:
         f"client retries: {s['client_retries']}",
         f"tracebacks in the logs (logged and retried while a dependency was down): {s['tracebacks']}",
         f"workload {s['workload_s']}s, time to settle {s['time_to_settle_s']}s ({s['settle_state']}), wall {s['wall_s']}s",
+        f"decided versions without outcome tags at the end: "
+        f"{'-' if s['without_outcome_tags'] is None else len(s['without_outcome_tags'])}"
+        f"{' (waited for them: --tags)' if s['tags_required'] else ' (not waited for; --tags waits)'}",
     ]
     for key in ("lost", "unexpected", "duplicates", "extra_versions", "events_lost_ids", "not_created_ids"):
         for line in s[key]:
@@ -1143,6 +1173,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reads", choices=("server", "store"), default="server",
                    help="the receiver and the sweep read MLflow through its server (server), or its SQLite database "
                         "directly, HOKUSAI_MLFLOW_STORE_URI, as `hokusai up` runs them (store)")
+    p.add_argument("--tags", action="store_true", help="after settling, wait (within --settle-timeout) until every version "
+                   "carries its outcome tags, and fail if one does not (the sweep writes lost ones 30 s after the decision)")
     p.add_argument("--keep", action="store_true", help="keep the work directory and its logs")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
