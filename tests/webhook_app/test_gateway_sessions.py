@@ -53,7 +53,7 @@ def test_the_console_sign_in_opens_the_mlflow_ui_with_one_cookie_holding_no_secr
     assert "Secure" not in attributes  # plain http; https behind a trusted proxy below
     value = session_cookie(client).value
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", value)  # 256 random bits
-    assert key.rsplit("_", 1)[1] not in set_cookie and key not in set_cookie
+    assert key.split("_", 2)[2] not in set_cookie and key not in set_cookie
     with ui.stack.sessions() as s:
         row = s.scalars(sa.select(SignInSession).where(SignInSession.key_id == key[3:11])).one()
     assert row.id_sha256 == hashlib.sha256(value.encode()).hexdigest() and value not in row.id_sha256
