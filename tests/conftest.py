@@ -4,8 +4,12 @@ receiver for their webhooks; and the CI rule: with ``CI`` set true, a skip is a 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import uuid
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -208,11 +212,37 @@ def token_id():
 # -- a token database alone (no MLflow) ------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_url():
-    """A fresh, migrated token database on the local PostgreSQL, dropped afterwards."""
-    url = create_pg_database("hokusai_tokens")
+# Each test's token database is a copy of one migrated once per session (per xdist worker): the
+# migrations cost 0.2-0.5 s a database, a copy 0.01-0.1 s. tests/db/test_migrations.py still runs
+# the migrations themselves on empty databases, and checks they build exactly the models' schema.
+
+
+@pytest.fixture(scope="session")
+def _migrated_pg_template():
+    """A PostgreSQL token database migrated to head, that nobody connects to (a template)."""
+    url = create_pg_database("hokusai_template")
     upgrade(url)
+    dispose(url)  # CREATE DATABASE ... TEMPLATE refuses a template with connections
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def _migrated_sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite token database file migrated to head, checkpointed whole into its one file."""
+    path = tmp_path_factory.mktemp("template") / "tokens.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    dispose(url)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture
+def pg_url(_migrated_pg_template):
+    """A fresh, migrated token database on the local PostgreSQL, dropped afterwards."""
+    url = create_pg_database("hokusai_tokens", template=_migrated_pg_template)
     yield url
     dispose(url)
     drop_pg_database(url)
@@ -224,8 +254,9 @@ def db_url(request, tmp_path):
     if request.param == "postgresql":
         yield request.getfixturevalue("pg_url")
         return
-    url = f"sqlite:///{tmp_path / 'tokens.db'}"
-    upgrade(url)
+    path = tmp_path / "tokens.db"
+    shutil.copyfile(request.getfixturevalue("_migrated_sqlite_template"), path)
+    url = f"sqlite:///{path}"
     yield url
     dispose(url)
 

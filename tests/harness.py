@@ -46,20 +46,24 @@ def require_service(name: str, host: str, port: int) -> None:
         pytest.skip(f"{name} is not reachable at {host}:{port}; start it to run this test")
 
 
-def create_pg_database(prefix: str = "hokusai_test", owner_password: str | None = None) -> str:
+def create_pg_database(prefix: str = "hokusai_test", owner_password: str | None = None, template: str | None = None) -> str:
     """Create a fresh PostgreSQL database and return its SQLAlchemy URL. With ``owner_password``,
     the database belongs to a new role of the same name with that password, and the URL logs in
-    as that role (it works with trust and with password authentication alike)."""
+    as that role (it works with trust and with password authentication alike). With ``template``
+    (the URL of a database nobody is connected to), it is a copy of that database, owned by
+    ``postgres`` like the tables copied (so not with ``owner_password``)."""
+    assert not (template and owner_password), "a copy's tables would not belong to the new role"
     require_service("PostgreSQL", PG_HOST, PG_PORT)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     user = "postgres"
+    copy = f' TEMPLATE "{template.rsplit("/", 1)[1]}"' if template else ""
     with _admin_connection() as conn:
         if owner_password is not None:
             user = name
             conn.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{owner_password}'")
             conn.execute(f'CREATE DATABASE "{name}" OWNER "{user}"')
             return f"postgresql://{user}:{owner_password}@{PG_HOST}:{PG_PORT}/{name}"
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')
     return f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}"
 
 
