@@ -70,6 +70,11 @@ class Consumer(ThreadingHTTPServer):
         consumer = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as a production endpoint (and the receiver's gunicorn) has it: with
+            # HTTP/1.0 every delivery paid a new connection, in MLflow's dispatch to the door and
+            # in the receiver's relay (issue 23, third session).
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 now = time.time()
@@ -81,6 +86,7 @@ class Consumer(ThreadingHTTPServer):
                 except (ValueError, KeyError, TypeError):
                     pass
                 self.send_response(204)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args):
