@@ -33,6 +33,7 @@ from webhook_app.gateway import create_app as create_gateway
 from webhook_app.signature import sign
 
 RECEIVER_SECRET = "receiver-secret-for-tests"
+OUTCOME_TAG_LINGER = 0.05  # seconds (HOKUSAI_OUTCOME_TAG_LINGER, 1.0 by default) for the stacks' receivers
 
 
 class ReceiverThread:
@@ -174,6 +175,9 @@ class Stack:
             "HOKUSAI_WEBHOOK_SECRETS": (RECEIVER_SECRET,),
             "HOKUSAI_DATABASE_URL": self.db_url,
             "MLFLOW_TRACKING_URI": self.mlflow.url,
+            # The outcome tags gather for OUTCOME_TAG_LINGER, not the default 1 s: these tests wait
+            # for one version's tags at a time (the gathering itself: tests/mlflow_io/test_outcome_tags.py).
+            "HOKUSAI_OUTCOME_TAG_LINGER": OUTCOME_TAG_LINGER,
         }
 
     def start(self) -> "Stack":
