@@ -44,6 +44,9 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            # `make test` runs the suite on several workers (Makefile): most of a test's time is spent
+            # waiting on servers, subprocesses and timeouts, and the suite took 12-18 min in one process
+            "pytest-xdist>=3.5",
             "hypothesis>=6",
             # the API's contract, checked by tools nobody here wrote (tests/webhook_app/test_api_contract.py)
             "schemathesis>=4.32,<5",

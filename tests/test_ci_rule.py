@@ -78,3 +78,20 @@ def test_under_ci_a_module_skipped_at_collection_fails(pytester, monkeypatch):
     result.stdout.fnmatch_lines(["*skipped with CI=true, and CI runs every test: no GPU here*"])
     monkeypatch.setenv("CI", "false")
     pytester.runpytest().assert_outcomes(skipped=1)
+
+
+def test_under_ci_a_skip_on_an_xdist_worker_fails_too(suite, monkeypatch):
+    """``make test`` runs the suite on pytest-xdist's workers: a skip there reaches the controller
+    as a failure, and a module skipped at its collection as an error. (A worker imports the rule
+    afresh: the platform's skip is allowed there by the conftest itself; ``suite`` restores it.)"""
+    suite.makeconftest(
+        "import tests.conftest as rule\n"
+        "from tests.conftest import pytest_make_collect_report, pytest_runtest_makereport\n"
+        "rule.MAY_SKIP_ON_CI = (rule.MaySkip('test_suite.py::test_on_another_platform', 'reads /proc', 'Linux only'),)\n")
+    suite.makepyfile(test_gone="import pytest\npytest.skip('no GPU here', allow_module_level=True)\n")
+    monkeypatch.setenv("CI", "true")
+    result = suite.runpytest("-n", "2", "-rA")
+    assert result.ret != 0
+    result.assert_outcomes(passed=1, skipped=1, failed=1, errors=3, xfailed=1)
+    result.stdout.fnmatch_lines(["*FAILED test_suite.py::test_needs_redis - skipped with CI=true, and CI runs every test*"])
+    result.stdout.fnmatch_lines(["*ERROR test_gone.py - skipped with CI=true, and CI runs every test: no GPU here*"])
