@@ -20,9 +20,10 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	$(BIN)/hokusai demo
 
-# The suite on pytest-xdist's workers (setup.py's test extras): in one process it waits on servers,
-# subprocesses and timeouts most of the time (12 min, ~1.2 of 2 cores busy); on 2 workers the 2 cores
-# are busy (8.5 min), and a third worker gained nothing. Each worker starts its own session servers.
+# The suite on pytest-xdist's workers (setup.py's test extras): in one process it mostly waits on
+# servers, subprocesses and timeouts (12 min on 2 cores). 2 workers: 6.5 min, the cores ~55% busy
+# (8.5 min while other work shared the machine); 3 workers: 5.7 min, but the cores ~92% busy, which
+# leaves the tests' timeouts no headroom. Each worker starts its own session servers.
 # PYTEST_WORKERS=0 runs the suite in this one process.
 PYTEST_WORKERS ?= 2
 
