@@ -136,3 +136,22 @@ def test_register_deploy_undeploy_archive_with_events_aliases_and_history(pg_sta
     assert len(events_of(capture, one, "token_archived")) == 1
     deployed = events_of(capture, one, "token_deployed")[0]
     assert deployed["payload"]["model_version"] == version and deployed["payload"]["metadata"]["target"] == "production"
+
+
+def test_a_target_mlflow_cannot_alias_is_refused_as_the_document_says(world):
+    """'latest' and v<number> name versions in MLflow, so they cannot be a deployment target (its
+    alias): the served OpenAPI document's pattern says so, and the API refuses them by it (422,
+    the field named) before looking at the token; names around them are targets."""
+    import re
+
+    api, ids, _, _ = world
+    document = api["deployer"].get("/openapi.json").json()
+    pattern = document["components"]["schemas"]["DeploymentBody"]["properties"]["target"]["pattern"]
+    for refused in ("latest", "LATEST", "Latest", "v9", "V9", "v000000000"):
+        assert not re.search(pattern, refused), refused
+        answer = api["deployer"].post(f"/tokens/{ids['one']}/deployments",
+                                      json={"model_name": "m", "version": "1", "target": refused})
+        body = assert_problem(answer, 422, "target")
+        assert [e["field"] for e in body["errors"]] == ["target"], body
+    for allowed in ("production", "latest-eu", "v9a", "v", "eu_v2"):
+        assert re.search(pattern, allowed), allowed

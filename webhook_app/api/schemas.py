@@ -433,9 +433,13 @@ class Me(BaseModel):
 
 
 class DeploymentBody(Strict):
+    # Python's engine: the target's pattern says what MLflow's aliases refuse ('latest', v<number>)
+    # with lookaheads, which pydantic's default engine does not run.
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
     model_name: str = Field(min_length=1, max_length=256, pattern=TEXT, description="The token's registered model.")
     version: str = Field(min_length=1, max_length=32, pattern=r"^[0-9]+$", description="The token's registered version.")
-    target: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+    target: str = Field(min_length=1, max_length=64, pattern=r"^(?![Ll][Aa][Tt][Ee][Ss][Tt]$)(?![vV][0-9]+$)[A-Za-z0-9_-]+$",
                         description="Where it serves, such as production; it becomes the version's alias in MLflow (so not 'latest' nor v<number>).")
 
 
