@@ -256,17 +256,20 @@ def pg_url(_migrated_pg_template):
     drop_pg_database(url)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A fresh, migrated token database: SQLite, then PostgreSQL."""
-    if request.param == "postgresql":
-        yield request.getfixturevalue("pg_url")
-        return
+@pytest.fixture
+def sqlite_url(_migrated_sqlite_template, tmp_path):
+    """A fresh, migrated SQLite token database (a copy of the session's migrated file)."""
     path = tmp_path / "tokens.db"
-    shutil.copyfile(request.getfixturevalue("_migrated_sqlite_template"), path)
+    shutil.copyfile(_migrated_sqlite_template, path)
     url = f"sqlite:///{path}"
     yield url
     dispose(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request):
+    """A fresh, migrated token database: SQLite, then PostgreSQL."""
+    yield request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
 @pytest.fixture

@@ -13,9 +13,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from hokusai_mlflow_plugin.db.migrate import upgrade
 from hokusai_mlflow_plugin.db.models import Registration, Token
-from hokusai_mlflow_plugin.db.session import dispose, session_factory
+from hokusai_mlflow_plugin.db.session import session_factory
 from hokusai_mlflow_plugin.mlflow_io.client import client as server_client
 from hokusai_mlflow_plugin.mlflow_io.client import is_store_uri, store_client
 from hokusai_mlflow_plugin.registration.service import RegistrationService
@@ -36,11 +35,8 @@ def nowhere() -> str:
 
 
 @pytest.fixture
-def tokens(tmp_path):
-    url = f"sqlite:///{tmp_path / 'tokens.db'}"
-    upgrade(url)
-    yield url
-    dispose(url)
+def tokens(sqlite_url):
+    return sqlite_url
 
 
 def add_token(db_url: str, token_id: str, baseline: float = 0.8) -> None:

@@ -13,9 +13,8 @@ import sqlalchemy as sa
 
 from hokusai_mlflow_plugin.auth import ownership, principals
 from hokusai_mlflow_plugin.auth.keys import Caller
-from hokusai_mlflow_plugin.db.migrate import upgrade
 from hokusai_mlflow_plugin.db.models import MADE_LOGGED_MODEL, MADE_RUN, TEAM, USER, OutboxEvent, Registration, Token
-from hokusai_mlflow_plugin.db.session import dispose, get_engine, session_factory
+from hokusai_mlflow_plugin.db.session import get_engine, session_factory
 from hokusai_mlflow_plugin.mlflow_io.facts import VersionFacts
 from hokusai_mlflow_plugin.registration import tokens
 from hokusai_mlflow_plugin.registration.service import RegistrationService
@@ -257,11 +256,8 @@ def test_an_unknown_provenance_mode_is_refused(tenants):
 
 
 @pytest.fixture
-def token_db(tmp_path):
-    url = f"sqlite:///{tmp_path / 'tokens.db'}"
-    upgrade(url)
-    yield url
-    dispose(url)
+def token_db(sqlite_url):
+    return sqlite_url
 
 
 def test_register_reads_mlflow_and_credits_the_makers_token_only(tracking, token_db, unique_name):
