@@ -320,11 +320,11 @@ def test_an_admin_reaches_every_token_and_the_grants(world):
     assert api.get(f"/api/v1/tokens/{SHARED_TOKEN}", headers=alice).json["grants"] is None
 
 
-def test_every_gateway_route_has_an_access_decision_and_its_own_routes_take_no_id(tmp_path):
+def test_every_gateway_route_has_an_access_decision_and_its_own_routes_take_no_id(sqlite_url):
     """The gateway's router, read as it is built: each route has its decision in ``gateway.ACCESS``
     (a new one without fails here), and its own routes answer the same to no key, a bad key and a
-    stranger's, since they reach nobody's object. MLflow's routes are judged route by route in
-    test_gateway_routes.py and test_gateway_teams.py."""
+    stranger's, since they reach nobody's object. The catch-all's row, MLflow's routes: the test
+    below, and route by route test_gateway_routes.py and test_gateway_teams.py."""
     from http.server import BaseHTTPRequestHandler
 
     import requests
@@ -339,11 +339,7 @@ def test_every_gateway_route_has_an_access_decision_and_its_own_routes_take_no_i
         def log_message(self, *args):
             pass
 
-    db_url = f"sqlite:///{tmp_path / 'tokens.db'}"
-    from hokusai_mlflow_plugin.db.migrate import upgrade
-
-    upgrade(db_url)
-    with gateway_in_front_of(NoMlflow, db_url) as gateway:
+    with gateway_in_front_of(NoMlflow, sqlite_url) as gateway:
         routes = {r.resource.canonical for r in gateway.app.router.routes()}
         assert routes == set(ACCESS), f"routes without an access decision: {sorted(routes - set(ACCESS))}"
         for path in sorted(routes - {PREFIX + "{tail}"}):
@@ -353,3 +349,61 @@ def test_every_gateway_route_has_an_access_decision_and_its_own_routes_take_no_i
                                            {"Authorization": "Bearer hk_notakey"}))}
             expected = {(302, PREFIX + "/")} if path == PREFIX else {(200, None)}
             assert answers == expected, path
+
+
+def test_the_mlflow_catch_all_answers_another_teams_id_as_a_missing_one(sqlite_url):
+    """The gateway's ``/mlflow/{tail}`` row: an id that belongs to another team is answered exactly
+    as an id that exists nowhere (404, the same words), and the request never reaches MLflow; the
+    owner's key with the same id is forwarded. Judged from the gateway's own records, so a stand-in
+    MLflow that only counts what reaches it is enough here (the same against a real MLflow, route by
+    route: test_gateway_teams.py, test_gateway_routes.py)."""
+    from http.server import BaseHTTPRequestHandler
+
+    import requests
+
+    from hokusai_mlflow_plugin.auth import keys, principals
+    from hokusai_mlflow_plugin.db.models import EXPERIMENT, REGISTERED_MODEL, USER, MlflowObject
+    from hokusai_mlflow_plugin.db.session import session_factory
+    from tests.live_stack import gateway_in_front_of
+
+    reached = []
+
+    class Mlflow(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            reached.append(self.path)
+            body = b'{"stand_in": true}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with session_factory(sqlite_url).begin() as s:
+        for who in ("alice", "mallory"):
+            principals.create(s, who, USER)
+        alice_id = principals.user_named(s, "alice").id
+        for kind, object_id in ((EXPERIMENT, "7"), (REGISTERED_MODEL, "alices-model")):
+            s.add(MlflowObject(kind=kind, object_id=object_id, owner_id=alice_id, creator_id=alice_id, key_id="test"))
+        alice = keys.create(s, "alice", ("read",), user="alice").key
+        mallory = keys.create(s, "mallory", ("read",), user="mallory").key
+
+    base = "/mlflow/api/2.0/mlflow/"
+    hers = {"experiments/get?experiment_id=7": "experiments/get?experiment_id=4242",
+            "registered-models/get?name=alices-model": "registered-models/get?name=nobodys-model"}
+    with gateway_in_front_of(Mlflow, sqlite_url) as gateway:
+        def get(key, path):
+            return requests.get(gateway.url + base + path, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+        for path, missing in hers.items():
+            reached.clear()
+            stranger, nowhere = get(mallory, path), get(mallory, missing)
+            assert stranger.status_code == nowhere.status_code == 404, (path, stranger.text)
+            words = lambda r: r.json()["message"].replace(path.split("=")[1], "ID").replace(missing.split("=")[1], "ID")  # noqa: E731
+            assert words(stranger) == words(nowhere), (stranger.text, nowhere.text)
+            assert reached == [], f"another team's id reached MLflow: {reached}"
+            owner = get(alice, path)
+            assert owner.status_code == 200 and owner.json() == {"stand_in": True}, owner.text
+            assert reached == ["/api/2.0/mlflow/" + path], reached
