@@ -125,6 +125,23 @@ def trusted_proxies(text) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+#: the SQLAlchemy dialects MLflow's SQL backend runs on (``postgresql+psycopg`` is ``postgresql``).
+STORE_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def is_store_uri(uri: str | None) -> bool:
+    """Is ``uri`` MLflow's database (a SQLAlchemy URL), not its server?"""
+    return bool(uri) and uri.split(":", 1)[0].split("+", 1)[0].lower() in STORE_DIALECTS
+
+
+def store_uri_problem(uri: str | None) -> str | None:
+    """Why ``HOKUSAI_MLFLOW_STORE_URI`` cannot be used (what to set instead), or None."""
+    if uri and not is_store_uri(uri):
+        return ("HOKUSAI_MLFLOW_STORE_URI must be MLflow's database, the URL given to `mlflow server "
+                f"--backend-store-uri` (such as sqlite:////srv/mlflow.db or postgresql://...), not {uri.split('://')[0]}://...")
+    return None
+
+
 def rate_limit_problem(rate: str) -> str | None:
     """Why ``HOKUSAI_GATEWAY_RATE_LIMIT`` cannot be used (what to write instead), or None."""
     from limits import parse
@@ -260,6 +277,9 @@ def load_settings(config_file: str | None = None, environ=None, **overrides) -> 
                   "gateway_read_timeout", "gateway_key_lease"),
     )
     settings = settings.with_overrides(**overrides)
+    problem = store_uri_problem(settings.mlflow_store_uri)
+    if problem:
+        raise ConfigError(problem)
     try:
         make_url(settings.database_url)
     except Exception:

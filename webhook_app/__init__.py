@@ -76,10 +76,9 @@ def _wire(app: Flask) -> None:
     # The outcome tags are written after the answer: MLflow's delivery (and the next one) does not
     # wait on two more MLflow writes. The pool's threads start at the first decision, in the worker.
     tagger = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hokusai-outcome-tags")
-    store_uri = app.config["HOKUSAI_MLFLOW_STORE_URI"]
-    try:  # no I/O: MLflow's stores open their database at the first read
-        reader = store_client(store_uri) if store_uri else None
-    except ValueError as e:
+    try:
+        reader = store_client(app.config["HOKUSAI_MLFLOW_STORE_URI"])
+    except ConfigError as e:
         raise WebhookConfigurationError(str(e)) from None
     service = RegistrationService(
         session_factory(app.config["HOKUSAI_DATABASE_URL"]), client(app.config["MLFLOW_TRACKING_URI"]), tag_later=tagger.submit,

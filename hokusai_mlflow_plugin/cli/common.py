@@ -48,20 +48,15 @@ class Context:
         return client(uri)
 
     def service(self):
+        from hokusai_mlflow_plugin.mlflow_io.client import client, store_client
         from hokusai_mlflow_plugin.registration.service import RegistrationService
 
         # The system decides on MLflow behind the gateway where one is named (HOKUSAI_MLFLOW_INTERNAL_URI):
         # its outcome tags are the system's word, which the gateway refuses to every key.
-        from hokusai_mlflow_plugin.mlflow_io.client import client, store_client
-
         internal = self.settings.mlflow_internal_uri
-        store = self.settings.mlflow_store_uri  # MLflow's database: the decisions read it directly
-        try:
-            reader = store_client(store) if store else None
-        except ValueError as e:
-            raise click.ClickException(str(e)) from None
         return RegistrationService(self.sessions(), client(internal) if internal else self.client(),
-                                   provenance=self.settings.provenance, reader=reader)
+                                   provenance=self.settings.provenance,
+                                   reader=store_client(self.settings.mlflow_store_uri))  # MLflow's database, when named
 
     def api(self):
         """The HTTP API's client when HOKUSAI_API_URL and HOKUSAI_API_KEY are set (the command then

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from hokusai_mlflow_plugin.config import ConfigError, is_store_uri, store_uri_problem  # noqa: F401 (is_store_uri: used here by others)
 from hokusai_mlflow_plugin.core.errors import NOT_FOUND, HokusaiError, MlflowUnavailable
 
 _NOT_FOUND = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
@@ -33,25 +34,17 @@ def client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-#: the SQLAlchemy dialects MLflow's SQL backend runs on (``postgresql+psycopg`` is ``postgresql``).
-STORE_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql")
-
-
-def is_store_uri(uri: str | None) -> bool:
-    """Is ``uri`` MLflow's database (a SQLAlchemy URL), not its server?"""
-    return bool(uri) and uri.split(":", 1)[0].split("+", 1)[0].lower() in STORE_DIALECTS
-
-
-def store_client(store_uri: str) -> MlflowClient:
+def store_client(store_uri: str | None) -> MlflowClient | None:
     """A client on MLflow's own database (``mlflow server --backend-store-uri``) through MLflow's own
     SQL stores, as ``mlflow gc`` works: it reads runs, LoggedModels and versions, and writes tags,
-    with none of MLflow's server's CPU. The installed MLflow must be the server's (its schema check
-    refuses a database of another version)."""
-    if not is_store_uri(store_uri):
-        raise ValueError(
-            "HOKUSAI_MLFLOW_STORE_URI must be MLflow's database, the URL given to `mlflow server "
-            f"--backend-store-uri` (such as sqlite:////srv/mlflow.db or postgresql://...), not {store_uri.split('://')[0]}://..."
-        )
+    with none of MLflow's server's CPU; None without a URI. No I/O: MLflow's stores open the
+    database at the first read. The installed MLflow must be the server's (its schema check refuses
+    a database of another version)."""
+    if not store_uri:
+        return None
+    problem = store_uri_problem(store_uri)
+    if problem:
+        raise ConfigError(problem)
     return MlflowClient(tracking_uri=store_uri, registry_uri=store_uri)
 
 

@@ -123,9 +123,7 @@ def tag_outcomes(client, model_name: str, outcomes: dict[str, tuple[str, str]]) 
     requests per version. Failure is logged, not raised: the decisions are already committed."""
     outcomes = {str(v): o for v, o in outcomes.items()}
     uri = client.tracking_uri
-    if is_store_uri(uri):
-        ONE_WRITE[uri] = True  # MLflow's database through our own store: one transaction by construction
-    if (is_store_uri(uri) or uri.startswith(("http://", "https://"))) and ONE_WRITE.get(uri) is not False:
+    if (is_store_uri(uri) or uri.startswith(("http://", "https://"))) and _one_write(uri) is not False:
         try:
             outcomes = _written_together(uri, model_name, outcomes)
         except Exception as e:
@@ -141,7 +139,7 @@ def tag_outcomes(client, model_name: str, outcomes: dict[str, tuple[str, str]]) 
 def _tag_alone(client, model_name: str, version: str, status: str, reason: str) -> bool:
     try:
         uri = client.tracking_uri
-        if ONE_WRITE.get(uri):
+        if _one_write(uri):
             _outcome_store(uri).set_model_version_tag(model_name, version, ModelVersionTag(tags.STATUS, outcome_value(status, reason)))
             return True
         set_tag = _version_tagger(client)
@@ -167,7 +165,7 @@ def _written_together(uri: str, name: str, outcomes: dict[str, tuple[str, str]])
     failed)."""
     store = _outcome_store(uri)
     left = dict(outcomes)
-    if ONE_WRITE.get(uri) is None:
+    if _one_write(uri) is None:
         with ONE_WRITE_CHECK:  # the first write to this server reads the version back, once
             if ONE_WRITE.get(uri) is None:
                 version, (status, reason) = next(iter(left.items()))
@@ -181,7 +179,7 @@ def _written_together(uri: str, name: str, outcomes: dict[str, tuple[str, str]])
                     )
                     return left
                 del left[version]
-    if not ONE_WRITE.get(uri):
+    if not _one_write(uri):
         return left
     while left:
         chunk: dict[str, tuple[str, str]] = {}
@@ -209,6 +207,13 @@ def _version_tagger(client):
         return lambda name, version, key, value: client.set_model_version_tag(name, version, key, value)
     store = _rest_store(uri)
     return lambda name, version, key, value: store.set_model_version_tag(name, version, ModelVersionTag(key, value))
+
+
+def _one_write(uri: str) -> bool | None:
+    """Does one ``outcome_value`` write set both outcome tags at ``uri``? On MLflow's database
+    always (the ``hokusai+`` store writes them); on a server, as its first write found (None: not
+    written to yet)."""
+    return True if is_store_uri(uri) else ONE_WRITE.get(uri)
 
 
 def _outcome_store(uri: str):

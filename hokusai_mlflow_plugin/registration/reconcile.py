@@ -125,15 +125,12 @@ def _lost_outcomes(sessions, keys: set[tuple[str, str]]) -> dict[str, dict[str, 
     return lost
 
 
-def _retag(service, untagged: set[tuple[str, str]]) -> int:
-    """Write the outcome tags that decisions lost; how many versions were tagged."""
-    tagged = 0
+def _retag(service, untagged: set[tuple[str, str]]) -> None:
+    """Write the outcome tags that decisions lost (an undecided version has no row: not here)."""
     for name, outcomes in sorted(guarded(_lost_outcomes, service.sessions, untagged).items()):
         if mlflow_facts.tag_outcomes(service.reader, name, outcomes):
-            tagged += len(outcomes)
             _logger.info("reconcile: model %r versions %s had lost their outcome tags; written again", name,
                          ", ".join(sorted(outcomes, key=tags.version_key)))
-    return tagged
 
 
 def _found(service, drafts: list[str], since: int, cursor: str, searches: int):
@@ -168,7 +165,7 @@ def reconcile_once(service: RegistrationService, searches: int = DRAFT_SEARCHES)
         found, untagged, newest, cursor = _found(service, drafts, since, cursor, searches)
     except MlflowUnavailable as e:
         raise MlflowUnavailable(f"reconcile could not read MLflow: {e}") from e
-    _retag(service, untagged - found)
+    _retag(service, untagged)
 
     outcomes = []
     for name, version in sorted(found, key=lambda k: (k[0], tags.version_key(k[1]))):

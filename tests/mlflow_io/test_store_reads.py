@@ -14,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from hokusai_mlflow_plugin.db.models import Registration, Token
+from hokusai_mlflow_plugin.config import ConfigError, load_settings
 from hokusai_mlflow_plugin.db.session import session_factory
 from hokusai_mlflow_plugin.mlflow_io.client import client as server_client
 from hokusai_mlflow_plugin.mlflow_io.client import is_store_uri, store_client
@@ -60,8 +61,11 @@ def test_store_uris_are_mlflows_databases_not_its_server():
         assert is_store_uri(uri), uri
     for uri in ("http://mlflow:5000", "https://mlflow", "databricks", "file:///tmp/mlruns", "", None):
         assert not is_store_uri(uri), uri
-    with pytest.raises(ValueError, match="HOKUSAI_MLFLOW_STORE_URI must be MLflow's database.*--backend-store-uri"):
+    with pytest.raises(ConfigError, match="HOKUSAI_MLFLOW_STORE_URI must be MLflow's database.*--backend-store-uri"):
         store_client("http://mlflow:5000")
+    with pytest.raises(ConfigError, match="HOKUSAI_MLFLOW_STORE_URI must be MLflow's database"):
+        load_settings(environ={"HOKUSAI_MLFLOW_STORE_URI": "http://mlflow:5000"})
+    assert store_client(None) is None and store_client("") is None
 
 
 def test_a_receiver_given_a_server_url_as_the_store_does_not_start(tokens):
