@@ -32,6 +32,7 @@ from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
 from hokusai_mlflow_plugin.core.tags import INPUT_TAGS, REASON, STATUS, TOKEN_ID, logged_model_id, normalize_token_id
+from hokusai_mlflow_plugin.plugins import source_reads
 
 _logger = logging.getLogger(__name__)
 
@@ -116,10 +117,6 @@ def outcome_writes(key: str, value: str | None, version) -> dict[str, dict[str, 
     return writes
 
 
-def _hokusai_tags(tags: dict[str, str] | None) -> dict[str, str]:
-    return {k: v for k, v in (tags or {}).items() if k in INPUT_TAGS}
-
-
 class HokusaiRegistryStore(SqlAlchemyStore):
     """MLflow's SQL registry store that stamps ``hokusai_*`` tags on new model versions."""
 
@@ -194,8 +191,9 @@ class HokusaiRegistryStore(SqlAlchemyStore):
             return super().set_model_version_tag(name, version, tag)
         self._ensure_ready()
         from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-        from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+        from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
+        from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
         from mlflow.utils.validation import _validate_model_name, _validate_model_version, _validate_model_version_tag
 
         _validate_model_name(name)
@@ -204,19 +202,35 @@ class HokusaiRegistryStore(SqlAlchemyStore):
         for outcome in writes.values():
             for key, value in outcome.items():
                 _validate_model_version_tag(key, value)
-        # Every tag in one transaction: one SQLite write lock, as MLflow's own set_model_version_tag.
+        # Every tag in one transaction (one SQLite write lock, as MLflow's own set_model_version_tag),
+        # with one read of the versions and one of their outcome tags for the whole batch: MLflow's
+        # own write reads its version and merges each tag, three statements per tag (issue 23).
         with self.ManagedSessionMaker(read_only=False) as session:
+            versions = dict(
+                self._get_query(session, SqlModelVersion)
+                .with_entities(SqlModelVersion.version, SqlModelVersion.workspace)
+                .filter(SqlModelVersion.name == name, SqlModelVersion.version.in_(list(writes)),
+                        SqlModelVersion.current_stage != STAGE_DELETED_INTERNAL)
+                .all()
+            )
+            if carrier not in versions:  # the version written on must exist (404, as MLflow's own)
+                raise MlflowException(f"Model Version (name={name}, version={carrier}) not found", RESOURCE_DOES_NOT_EXIST)
+            # another version of the batch, deleted since its decision, has no tags to show
+            existing = {
+                (tag.version, tag.key): tag
+                for tag in self._get_query(session, SqlModelVersionTag).filter(
+                    SqlModelVersionTag.name == name, SqlModelVersionTag.version.in_(list(versions)),
+                    SqlModelVersionTag.key.in_((STATUS, REASON)),
+                )
+            }
             for v, outcome in writes.items():
-                try:
-                    sql_model_version = self._get_sql_model_version(session, name, v)
-                except MlflowException as e:
-                    # The version written on must exist (404, as MLflow's own); another one of the
-                    # batch deleted since its decision has no tags to show.
-                    if v == carrier or e.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-                        raise
+                if v not in versions:
                     continue
                 for key, value in outcome.items():
-                    session.merge(SqlModelVersionTag(workspace=sql_model_version.workspace, name=name, version=v, key=key, value=value))
+                    if (v, key) in existing:
+                        existing[(v, key)].value = value
+                    else:
+                        session.add(SqlModelVersionTag(workspace=versions[v], name=name, version=v, key=key, value=value))
 
     def _tracking_store(self):
         """Where runs and LoggedModels live. Inside ``mlflow server``, the server's own tracking
@@ -238,14 +252,19 @@ class HokusaiRegistryStore(SqlAlchemyStore):
         try:
             store = self._tracking_store()
             model_id = model_id or logged_model_id(source)
-            if model_id:
-                logged = store.get_logged_model(model_id)
-                found = _hokusai_tags(logged.tags)
-                run_id = run_id or logged.source_run_id
-            if run_id and not all(key in found for key in INPUT_TAGS):
-                from_run = _hokusai_tags(store.get_run(run_id).data.tags)
-                if TOKEN_ID not in found or _same_token(found[TOKEN_ID], from_run.get(TOKEN_ID)):
-                    found = {**from_run, **found}
+            with source_reads.Reader(store) as reader:  # just the tags, in one session: MLflow's own CPU (issue 23)
+                if model_id:
+                    logged = reader.logged_model(model_id, metrics=False)
+                    if logged is None:
+                        raise LookupError(f"MLflow has no LoggedModel {model_id}")
+                    found = dict(logged.tags)
+                    run_id = run_id or logged.source_run_id
+                if run_id and not all(key in found for key in INPUT_TAGS):
+                    ran = reader.run(run_id, metrics=False)
+                    if ran is None:
+                        raise LookupError(f"MLflow has no run {run_id}")
+                    if TOKEN_ID not in found or _same_token(found[TOKEN_ID], ran.tags.get(TOKEN_ID)):
+                        found = {**ran.tags, **found}
         except Exception:
             # Registration must never fail because of us; the reconcile sweep reads the source too.
             _logger.warning(

@@ -168,6 +168,15 @@ def test_a_burst_s_outcomes_in_one_request(mlflow_sqlite, unique_name, fresh_ser
             tags = client.get_model_version(unique_name, v).tags
             assert (tags["hokusai_status"], tags["hokusai_reason"]) == outcomes[v], v
 
+    # Decided again (a token id set by hand): the outcomes already shown are replaced, together.
+    again = {versions[0]: ("registered", "re-decided 0"), versions[1]: ("rejected", "re-decided 1")}
+    log.reset()
+    assert facts.tag_outcomes(client, unique_name, again) is True
+    assert log.since(SET_TAG, 1) == 1
+    for v, outcome in again.items():
+        tags = client.get_model_version(unique_name, v).tags
+        assert (tags["hokusai_status"], tags["hokusai_reason"]) == outcome, v
+
 
 def test_queued_outcomes_are_written_together_per_model(mlflow_sqlite, unique_name, fresh_servers):
     client = MlflowClient(tracking_uri=mlflow_sqlite.url, registry_uri=mlflow_sqlite.url)

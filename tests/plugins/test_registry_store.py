@@ -119,7 +119,8 @@ def test_a_run_that_cannot_be_read_keeps_the_logged_models_tags(tmp_path, monkey
 
     class Tracking:
         def get_logged_model(self, model_id):
-            return SimpleNamespace(tags={"hokusai_token_id": "XRAY", "other": "x"}, source_run_id="r" * 32)
+            return SimpleNamespace(model_id=model_id, experiment_id="0", tags={"hokusai_token_id": "XRAY", "other": "x"},
+                                   source_run_id="r" * 32, metrics=None)
 
         def get_run(self, run_id):
             raise RuntimeError("the run was purged")
