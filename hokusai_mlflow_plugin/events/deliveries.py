@@ -93,42 +93,51 @@ class DeliveryStore:
         made = 0
         for name in sinks:
             with self._begin() as session:
-                query = self.without_delivery(name)
-                now = utcnow()
-                key = "fanout:" + hashlib.sha256(name.encode()).hexdigest()[:32]  # sink names are long
-                if event_ids is None:
-                    state = session.get(SweepState, key)
-                    cursor = _parse_time(state.value) if state else now - timedelta(seconds=self.policy.horizon)
-                    query = query.where(OutboxEvent.created_at >= cursor - FANOUT_LOOKBACK)
-                else:
-                    query = query.where(OutboxEvent.event_id.in_(event_ids))
-                rows = session.execute(query.order_by(OutboxEvent.created_at, OutboxEvent.id).limit(FANOUT_BATCH)).all()
-                if rows:
-                    values = [
-                        {"event_id": r.event_id, "outbox_id": r.id, "sink": name, "status": PENDING, "attempts": 0,
-                         "next_attempt_at": now, "horizon_start": now, "created_at": now}
-                        for r in rows
-                    ]
-                    session.execute(self._insert(Delivery).values(values).on_conflict_do_nothing())
-                    made += len(rows)
-                if event_ids is None:
-                    # all caught up: the cursor is now; else: up to the last event this pass took
-                    reached = now if len(rows) < FANOUT_BATCH else _aware(rows[-1].created_at)
-                    if state is None:
-                        session.execute(self._insert(SweepState).values(key=key, value=reached.isoformat()).on_conflict_do_nothing())
-                    elif _parse_time(state.value) < reached:
-                        state.value = reached.isoformat()
+                made += self._fan_out(session, name, event_ids)
         return made
+
+    def _fan_out(self, session: Session, name: str, event_ids: list[str] | None) -> int:
+        """``fan_out`` of one sink, inside ``session``'s transaction."""
+        query = self.without_delivery(name)
+        now = utcnow()
+        key = "fanout:" + hashlib.sha256(name.encode()).hexdigest()[:32]  # sink names are long
+        if event_ids is None:
+            state = session.get(SweepState, key)
+            cursor = _parse_time(state.value) if state else now - timedelta(seconds=self.policy.horizon)
+            query = query.where(OutboxEvent.created_at >= cursor - FANOUT_LOOKBACK)
+        else:
+            query = query.where(OutboxEvent.event_id.in_(event_ids))
+        rows = session.execute(query.order_by(OutboxEvent.created_at, OutboxEvent.id).limit(FANOUT_BATCH)).all()
+        if rows:
+            values = [
+                {"event_id": r.event_id, "outbox_id": r.id, "sink": name, "status": PENDING, "attempts": 0,
+                 "next_attempt_at": now, "horizon_start": now, "created_at": now}
+                for r in rows
+            ]
+            session.execute(self._insert(Delivery).values(values).on_conflict_do_nothing())
+        if event_ids is None:
+            # all caught up: the cursor is now; else: up to the last event this pass took
+            reached = now if len(rows) < FANOUT_BATCH else _aware(rows[-1].created_at)
+            if state is None:
+                session.execute(self._insert(SweepState).values(key=key, value=reached.isoformat()).on_conflict_do_nothing())
+            elif _parse_time(state.value) < reached:
+                state.value = reached.isoformat()
+        return len(rows)
 
     def without_delivery(self, sink: str) -> sa.Select:
         """The outbox events that have no delivery row for ``sink``."""
         return without_delivery(sink, self._postgresql)
 
-    def claim(self, sink: str, limit: int | None = None, event_ids: list[str] | None = None) -> list[tuple[int, str, str, str]]:
+    def claim(
+        self, sink: str, limit: int | None = None, event_ids: list[str] | None = None, fan_out: list[str] | None = None,
+    ) -> list[tuple[int, str, str, str]]:
         """Lease the due deliveries of ``sink`` (of ``event_ids`` only, if given): (delivery id,
-        event id, event type, body)."""
-        now = utcnow()
+        event id, event type, body). ``fan_out``: events just committed, given their delivery rows
+        first in the same transaction (the relay's fast path: one transaction fewer per pass)."""
         with self._begin() as session:
+            if fan_out:
+                self._fan_out(session, sink, fan_out)
+            now = utcnow()
             query = (
                 sa.select(Delivery.id)
                 .where(

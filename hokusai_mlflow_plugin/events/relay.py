@@ -5,8 +5,8 @@ the worker around it.
 
 * One thread per sink, so a slow sink never holds back the others. ``kick(event_ids)`` wakes them
   at once (the fast path after a registration commits, or a NOTIFY): they make the delivery rows of
-  just those events and claim what is due, oldest first, so a kicked event never overtakes an
-  older one. The full fan-out over the outbox runs every ``poll_interval`` and while it finds work.
+  just those events and claim what is due, oldest first, in one transaction, so a kicked event
+  never overtakes an older one. The full fan-out over the outbox runs every ``poll_interval`` and while it finds work.
 * Once half of its lease is gone (or less than the sink's timeout plus a second is left), a worker
   records what it has sent and renews the lease of the rest of its batch in one statement, and
   skips what is no longer its own (the lease ran out and another worker took it over). Without a
@@ -79,12 +79,13 @@ class Relay:
         """Delivery rows for every event that has none yet (or for ``event_ids``), for every sink."""
         return self.deliveries.fan_out(sinks or list(self.sinks), event_ids)
 
-    def deliver_batch(self, sink_name: str, event_ids: list[str] | None = None) -> int:
+    def deliver_batch(self, sink_name: str, event_ids: list[str] | None = None, fan_out: list[str] | None = None) -> int:
         """Claim a batch of ``sink_name``'s due deliveries (of ``event_ids`` only, if given) and
-        send them; returns how many were claimed."""
+        send them; returns how many were claimed. ``fan_out``: events just committed, whose
+        delivery rows the claim makes first."""
         sink = self.sinks[sink_name]
         claimed_at = time.monotonic()  # read before the claim: the lease ends no earlier than this + lease
-        batch = self.deliveries.claim(sink_name, event_ids=event_ids)
+        batch = self.deliveries.claim(sink_name, event_ids=event_ids, fan_out=fan_out)
         lease_ends = claimed_at + self.lease
         # Renew (and record what is done) once half the lease is gone, and at the latest while one
         # more send still fits: successes wait unrecorded until then, so a send that overran the
@@ -213,13 +214,14 @@ class Relay:
                     _logger.warning("relay: could not record its heartbeat", exc_info=True)
             event_ids, sweep = self._take_kicked(name)
             try:
+                kicked = None
                 if sweep or len(event_ids) > FANOUT_BATCH or time.monotonic() >= next_pass:
                     # every event without a row yet: older ones, other relays', missed kicks
                     made = self.fan_out(sinks=[name])
                     next_pass = 0.0 if made >= FANOUT_BATCH else time.monotonic() + self.poll_interval
                 elif event_ids:
-                    self.fan_out(event_ids, sinks=[name])  # the fast path: just the events named
-                busy = self.deliver_batch(name)  # what is due, oldest first
+                    kicked = event_ids  # the fast path: just the events named, their rows made by the claim
+                busy = self.deliver_batch(name, fan_out=kicked)  # what is due, oldest first
             except Exception:
                 _logger.warning("relay for %s: a pass failed; trying again", name, exc_info=True)
                 busy, next_pass = None, time.monotonic() + self.poll_interval

@@ -60,6 +60,22 @@ def test_a_batch_that_outlives_its_lease_keeps_it(db_url, sink_server):
     assert len(attempts(db_url)) == len(ids)
 
 
+def test_a_claim_makes_the_kicked_events_rows_and_takes_the_older_due_ones_first(db_url):
+    """The relay's fast path (a kick after a commit) makes the new events' delivery rows inside its
+    claim: they are leased in the same transaction, behind an older event that was already due, and
+    no event without a row is touched."""
+    older = add_events(db_url)
+    relay = Relay(session_factory(db_url), [ConsoleSink()], FAST)
+    relay.fan_out()
+    kicked = add_events(db_url, 2)
+    untouched = add_events(db_url)  # committed, but not kicked: left to the next full fan-out
+    claimed = relay.deliveries.claim("console", fan_out=kicked)
+    assert [event_id for _, event_id, *_ in claimed] == older + kicked
+    rows = {d.event_id: d for d in deliveries(db_url)}
+    assert set(rows) == set(older + kicked) and untouched[0] not in rows
+    assert {rows[e].lease_owner for e in older + kicked} == {relay.worker_id}
+
+
 def test_a_success_recorded_after_the_lease_moved_on_keeps_the_new_owners_state(db_url):
     from hokusai_mlflow_plugin.events.sinks import Result
 

@@ -94,7 +94,7 @@ class LateStore:
     def __init__(self, lease: float):
         self.lease, self.renews, self.sent_at_renews = lease, [], []
 
-    def claim(self, sink, event_ids=None):
+    def claim(self, sink, event_ids=None, fan_out=None):
         return [(1, "e1", "token_ready_for_deploy", "{}"), (2, "e2", "token_ready_for_deploy", "{}")]
 
     def renew(self, ids):
