@@ -119,20 +119,21 @@ def _query(store, session, model):
 
 
 def _logged_model(store, session, model_id: str, metrics: bool) -> LoggedModelSource | None:
+    import sqlalchemy as sa
     from mlflow.entities import LifecycleStage
     from mlflow.store.tracking.dbmodels.models import SqlLoggedModel, SqlLoggedModelMetric, SqlLoggedModelTag
 
-    row = (
+    rows = (  # the LoggedModel and its hokusai_* tags, in one statement
         _query(store, session, SqlLoggedModel)
-        .with_entities(SqlLoggedModel.experiment_id, SqlLoggedModel.source_run_id)
+        .outerjoin(SqlLoggedModelTag, sa.and_(SqlLoggedModelTag.model_id == SqlLoggedModel.model_id,
+                                              SqlLoggedModelTag.tag_key.in_(INPUT_TAGS)))
         .filter(SqlLoggedModel.model_id == model_id, SqlLoggedModel.lifecycle_stage != LifecycleStage.DELETED)
-        .first()
+        .with_entities(SqlLoggedModel.experiment_id, SqlLoggedModel.source_run_id, SqlLoggedModelTag.tag_key,
+                       SqlLoggedModelTag.tag_value)
+        .all()
     )
-    if row is None:
+    if not rows:
         return None
-    tags = session.query(SqlLoggedModelTag.tag_key, SqlLoggedModelTag.tag_value).filter(
-        SqlLoggedModelTag.model_id == model_id, SqlLoggedModelTag.tag_key.in_(INPUT_TAGS)
-    )
     found = {}
     if metrics:
         found = latest(
@@ -141,16 +142,23 @@ def _logged_model(store, session, model_id: str, metrics: bool) -> LoggedModelSo
                 SqlLoggedModelMetric.metric_timestamp_ms,
             ).filter(SqlLoggedModelMetric.model_id == model_id)
         )
-    return LoggedModelSource(model_id, str(row.experiment_id), row.source_run_id or None, dict(tags.all()), found)
+    experiment_id, source_run_id = rows[0][:2]
+    return LoggedModelSource(model_id, str(experiment_id), source_run_id or None, _tags(rows), found)
 
 
 def _run(store, session, run_id: str, metrics: bool) -> RunSource | None:
+    import sqlalchemy as sa
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlRun, SqlTag
 
-    row = _query(store, session, SqlRun).with_entities(SqlRun.experiment_id).filter(SqlRun.run_uuid == run_id).first()
-    if row is None:
+    rows = (  # the run and its hokusai_* tags, in one statement
+        _query(store, session, SqlRun)
+        .outerjoin(SqlTag, sa.and_(SqlTag.run_uuid == SqlRun.run_uuid, SqlTag.key.in_(INPUT_TAGS)))
+        .filter(SqlRun.run_uuid == run_id)
+        .with_entities(SqlRun.experiment_id, SqlTag.key, SqlTag.value)
+        .all()
+    )
+    if not rows:
         return None
-    tags = session.query(SqlTag.key, SqlTag.value).filter(SqlTag.run_uuid == run_id, SqlTag.key.in_(INPUT_TAGS))
     found = {}
     if metrics:
         found = {
@@ -158,7 +166,12 @@ def _run(store, session, run_id: str, metrics: bool) -> RunSource | None:
             for key, value, is_nan in session.query(SqlLatestMetric.key, SqlLatestMetric.value, SqlLatestMetric.is_nan)
             .filter(SqlLatestMetric.run_uuid == run_id)
         }
-    return RunSource(run_id, str(row.experiment_id), dict(tags.all()), found)
+    return RunSource(run_id, str(rows[0][0]), _tags(rows), found)
+
+
+def _tags(rows) -> dict[str, str]:
+    """The tags of an outer join's rows, whose last two columns are a tag's key and value."""
+    return {row[-2]: row[-1] for row in rows if row[-2] is not None}
 
 
 def _or_none(get, key):

@@ -88,7 +88,7 @@ def test_the_narrow_reads_ask_the_database_less_than_the_gets(tracking, mlflow_s
         gets = len(statements)
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", count)
-    assert narrow <= 6 and narrow < gets, (narrow, gets)
+    assert narrow <= 4 and narrow < gets, (narrow, gets)
 
 
 def test_the_stamping_store_reads_tags_only(tracking, mlflow_server, logged):
