@@ -163,7 +163,7 @@ class Round:
 
         from hokusai_mlflow_plugin.db.session import libpq_dsn, session_factory
         from hokusai_mlflow_plugin.stack.local import receiver_command
-        from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env
+        from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env, write_ahead_log
         from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
         from tests.harness import TEST_ENCRYPTION_KEY
 
@@ -177,6 +177,8 @@ class Round:
             env = server_env(TEST_ENCRYPTION_KEY, cache_ttl=1)
             for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI"):
                 env.pop(var, None)
+            if args.journal == "wal":  # as `hokusai up` runs it, in every round alike
+                write_ahead_log(workdir / "mlflow.db")
             cmd = server_command(f"sqlite:///{workdir / 'mlflow.db'}", workdir / "artifacts", "127.0.0.1", port,
                                  workers=args.mlflow_workers, hokusai_store=self.kind != "alone")
             mlflow = ManagedProcess("mlflow server", pinned(cmd, MLFLOW_CPU if self.pin else None), env,
@@ -311,6 +313,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for every decision")
     parser.add_argument("--reads", choices=("server", "store", "both"), default="both",
                         help="the attached rounds' receiver reads MLflow through its server, its database, or a round of each")
+    parser.add_argument("--journal", choices=("wal", "delete"), default="wal",
+                        help="MLflow's SQLite journal in every round: write-ahead log as `hokusai up` sets it (wal), or SQLite's default (delete)")
     parser.add_argument("--door", action="store_true",
                         help="also a round of the webhook design's floor: the store and the webhook, to a door that answers 204")
     args = parser.parse_args()
@@ -323,6 +327,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM stops what this run started
     print(benchlib.machine_facts(), flush=True)
+    print(f"MLflow's SQLite journal: {args.journal}", flush=True)
     db_url = create_pg_database("hokusai_bench_burst")
     results = []
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from hokusai_mlflow_plugin.core.errors import CONFLICT, HokusaiError
-from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env
+from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env, write_ahead_log
 from hokusai_mlflow_plugin.stack.process import ManagedProcess
 
 
@@ -160,6 +160,7 @@ class LocalStack:
 
         self.log(f"[2/5] Starting MLflow at {self.mlflow_url} (SQLite in {self.home})")
         backend = f"sqlite:///{self.home / 'mlflow.db'}"
+        write_ahead_log(self.home / "mlflow.db")  # MLflow's creates and the receiver's reads side by side
         env = server_env(keys["mlflow_webhook_secret_encryption_key"])
         env.pop("MLFLOW_TRACKING_URI", None)
         mlflow = self._spawn("mlflow", server_command(backend, self.home / "artifacts", self.host, self.mlflow_port), env)

@@ -13,6 +13,24 @@ import sys
 from pathlib import Path
 
 
+def write_ahead_log(database: Path) -> None:
+    """Put MLflow's SQLite file (made if missing) in write-ahead-log mode, which the file keeps.
+
+    In SQLite's default (rollback-journal) mode a reader holds off a writer's commit and a commit
+    holds off every reader: the receiver reading MLflow's database (``HOKUSAI_MLFLOW_STORE_URI``)
+    and MLflow's own creates waited on each other, and each commit wrote and deleted a journal file.
+    In WAL mode readers and the one writer go on side by side. Every process must be on this host,
+    as ``hokusai up``'s are (WAL needs shared memory; it is not for a network file system)."""
+    import sqlite3
+    from contextlib import closing
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(database)) as conn:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise RuntimeError(f"SQLite kept {database} in {mode!r} journal mode, not WAL")
+
+
 def server_env(encryption_key: str, cache_ttl: int | None = None, base: dict | None = None) -> dict:
     env = dict(os.environ if base is None else base)
     env.update(
