@@ -26,9 +26,9 @@ from hokusai_mlflow_plugin.events.sinks import from_settings as sinks_from_setti
 
 
 class PerDeliveryRelay(Relay):
-    def deliver_batch(self, sink_name: str, event_ids: list[str] | None = None) -> int:
+    def deliver_batch(self, sink_name: str, event_ids: list[str] | None = None, fan_out: list[str] | None = None) -> int:
         sink = self.sinks[sink_name]
-        batch = self.deliveries.claim(sink_name, event_ids=event_ids)
+        batch = self.deliveries.claim(sink_name, event_ids=event_ids, fan_out=fan_out)
         for delivery_id, event_id, event_type, body in batch:
             if not self.deliveries.renew([delivery_id]):
                 continue

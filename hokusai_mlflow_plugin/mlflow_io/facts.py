@@ -12,7 +12,7 @@ from mlflow.entities.model_registry import ModelVersionTag
 
 from hokusai_mlflow_plugin.auth import ownership
 from hokusai_mlflow_plugin.core import tags
-from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, call, is_store_uri
+from hokusai_mlflow_plugin.mlflow_io.client import MlflowNotFound, MlflowUnavailable, call, is_store_uri
 from hokusai_mlflow_plugin.plugins import source_reads
 from hokusai_mlflow_plugin.plugins.stamping_store import outcome_value, outcomes_value
 
@@ -85,7 +85,13 @@ def fetch(client, model_name: str, version: str, created: dict | None = None, ru
         # MLflow's database: what a decision needs of the LoggedModel and the run, in one session
         # (a plain read of the database costs MLflow's server nothing; the whole entities cost this
         # process over a third of its CPU per decision: issue 23).
-        logged, run = call(lambda: source_reads.read(_tracking_store(client.tracking_uri), facts.model_id, facts.run_id))
+        try:
+            logged, run = call(lambda: source_reads.read(_tracking_store(client.tracking_uri), facts.model_id, facts.run_id))
+        except MlflowNotFound as e:
+            # The narrow reads answer a missing source with None; an error MLflow codes as "not
+            # found" or "invalid" here (a workspace it cannot resolve, say) is a failure to read,
+            # to retry: never a version to ignore.
+            raise MlflowUnavailable(f"Could not read the source of {model_name} version {version} in MLflow's database: {e}") from e
     else:
         logged = _logged_model(client, models, facts.model_id) if facts.model_id else None
         experiment_id = None

@@ -7,10 +7,12 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,8 @@ def test_up_serves_registers_refuses_a_second_and_stops_every_child(tmp_path):
         assert requests.get(f"http://127.0.0.1:{receiver_port}/ready", timeout=5).json() == {"status": "ready"}
         children = json.loads((home / "up.json").read_text())["children"]
         assert set(children) == {"mlflow", "receiver", "gateway", "relay", "reconcile"}
+        with closing(sqlite3.connect(home / "mlflow.db")) as mlflow_db:  # the receiver reads it beside MLflow's commits
+            assert mlflow_db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         # the gateway: MLflow for a client with a key, and for no one without
         assert f"MLflow gateway:         http://127.0.0.1:{gateway_port}/mlflow" in text
         created = subprocess.run([*HOKUSAI, "apikey", "create", "laptop", "--scope", "read", "--json"], env=env,

@@ -129,3 +129,27 @@ def test_the_metric_is_read_from_the_database_at_decision_time(tracking, mlflow_
     assert second.status == "registered", second.reason
     assert second.metric_value == 0.93
     assert tracking.get_model_version(name, v2).tags["hokusai_status"] == "registered"
+
+
+def test_a_failure_to_read_the_source_is_retried_never_ignored(mlflow_server, tokens, nowhere, monkeypatch):
+    """MLflow codes some failures of its stores as "invalid parameter" (a workspace it cannot
+    resolve, say), which its client reading through the server calls "not found". On MLflow's
+    database the narrow reads answer a missing source with None, so such an error is a read that
+    failed: MlflowUnavailable (503, MLflow retries), never a version ignored, and nothing recorded."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    from hokusai_mlflow_plugin.core.errors import MlflowUnavailable
+    from hokusai_mlflow_plugin.plugins import source_reads
+
+    def failing(*args, **kwargs):
+        raise MlflowException("Active workspace is required.", INVALID_PARAMETER_VALUE)
+
+    monkeypatch.setattr(source_reads, "read", failing)
+    service = RegistrationService(session_factory(tokens), server_client(nowhere), reader=store_client(mlflow_server.backend_uri))
+    name = f"store-reads-{uuid.uuid4().hex[:8]}"
+    created = {"name": name, "version": "1", "source": f"models:/m-{uuid.uuid4().hex}", "run_id": "", "tags": {}}
+    with pytest.raises(MlflowUnavailable, match="Could not read the source"):
+        service.register(name, "1", created=created)
+    with session_factory(tokens)() as s:
+        assert s.query(Registration).filter_by(model_name=name).count() == 0

@@ -91,12 +91,23 @@ def test_the_narrow_reads_ask_the_database_less_than_the_gets(tracking, mlflow_s
     assert narrow <= 4 and narrow < gets, (narrow, gets)
 
 
-def test_the_stamping_store_reads_tags_only(tracking, mlflow_server, logged):
-    """The ``hokusai+`` store's question (the tags) never reads a metric."""
+def test_a_read_of_tags_only_reads_no_metric(tracking, mlflow_server, logged):
+    """The ``hokusai+`` store's question (the tags, ``metrics=False``): one statement per object."""
     _, run_id, model_id = logged
     store = _get_store(mlflow_server.backend_uri)
-    with source_reads.Reader(store) as reader:
-        found = reader.logged_model(model_id, metrics=False)
-        ran = reader.run(run_id, metrics=False)
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        with source_reads.Reader(store) as reader:
+            found = reader.logged_model(model_id, metrics=False)
+            ran = reader.run(run_id, metrics=False)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", count)
     assert found.tags["hokusai_token_id"] == "XRAY" and found.metrics == {}
     assert ran.tags["hokusai_metric"] == "auroc" and ran.metrics == {}
+    assert len(statements) == 2 and not any("metric" in s.lower() for s in statements), statements

@@ -1,13 +1,13 @@
 """MLflow's SQLite file in write-ahead-log mode (``hokusai up``, issue 23): a reader in the middle of
 a read no longer holds off a writer's commit, which is what the receiver's reads of MLflow's
-database and MLflow's own creates do to each other under a burst."""
+database and MLflow's own creates did to each other under a burst (in SQLite's default mode the
+commit below fails with "database is locked" after its 0.1 s). ``hokusai up``'s own file is checked
+in ``tests/cli/test_stack.py``."""
 
 from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-
-import pytest
 
 from hokusai_mlflow_plugin.stack.mlflow_server import write_ahead_log
 
@@ -25,11 +25,6 @@ def commit_while_a_read_is_open(path) -> None:
         writer.commit()
         assert reader.execute("SELECT count(*) FROM versions").fetchone() == (1,)  # its snapshot
         reader.execute("COMMIT")
-
-
-def test_in_sqlites_default_mode_an_open_read_holds_off_a_commit(tmp_path):
-    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-        commit_while_a_read_is_open(tmp_path / "mlflow.db")
 
 
 def test_in_write_ahead_log_mode_the_commit_goes_on_and_the_file_keeps_the_mode(tmp_path):
