@@ -6,7 +6,8 @@ the worker around it.
 * One thread per sink, so a slow sink never holds back the others. ``kick(event_ids)`` wakes them
   at once (the fast path after a registration commits, or a NOTIFY): they make the delivery rows of
   just those events and claim what is due, oldest first, in one transaction, so a kicked event
-  never overtakes an older one. The full fan-out over the outbox runs every ``poll_interval`` and while it finds work.
+  never overtakes an older one. The full fan-out over the outbox runs every ``poll_interval`` and
+  while it finds work.
 * Once half of its lease is gone (or less than the sink's timeout plus a second is left), a worker
   records what it has sent and renews the lease of the rest of its batch in one statement, and
   skips what is no longer its own (the lease ran out and another worker took it over). Without a

@@ -190,10 +190,10 @@ class HokusaiRegistryStore(SqlAlchemyStore):
         if writes is None:
             return super().set_model_version_tag(name, version, tag)
         self._ensure_ready()
+        from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
         from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
-        from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
         from mlflow.utils.validation import _validate_model_name, _validate_model_version, _validate_model_version_tag
 
         _validate_model_name(name)

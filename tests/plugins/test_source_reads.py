@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -69,9 +70,9 @@ def test_deleted_and_missing_sources_are_read_as_mlflow_reads_them(tracking, mlf
     assert source_reads.read(store, "m-" + "0" * 32, "0" * 32) == (None, None)
 
 
-def test_the_narrow_reads_ask_the_database_less_than_the_gets(tracking, mlflow_server, logged):
-    _, run_id, model_id = logged
-    store = _get_store(mlflow_server.backend_uri)
+@contextmanager
+def selects(store):
+    """The SELECT statements ``store``'s engine runs inside the block, as a list that fills up."""
     statements = []
 
     def count(conn, cursor, statement, *args):
@@ -80,34 +81,29 @@ def test_the_narrow_reads_ask_the_database_less_than_the_gets(tracking, mlflow_s
 
     sa.event.listen(store.engine, "before_cursor_execute", count)
     try:
-        source_reads.read(store, model_id, run_id)
-        narrow = len(statements)
-        statements.clear()
-        store.get_logged_model(model_id)
-        store.get_run(run_id)
-        gets = len(statements)
+        yield statements
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", count)
-    assert narrow <= 4 and narrow < gets, (narrow, gets)
+
+
+def test_the_narrow_reads_ask_the_database_less_than_the_gets(tracking, mlflow_server, logged):
+    _, run_id, model_id = logged
+    store = _get_store(mlflow_server.backend_uri)
+    with selects(store) as narrow:
+        source_reads.read(store, model_id, run_id)
+    with selects(store) as gets:
+        store.get_logged_model(model_id)
+        store.get_run(run_id)
+    assert len(narrow) <= 4 and len(narrow) < len(gets), (len(narrow), len(gets))
 
 
 def test_a_read_of_tags_only_reads_no_metric(tracking, mlflow_server, logged):
     """The ``hokusai+`` store's question (the tags, ``metrics=False``): one statement per object."""
     _, run_id, model_id = logged
     store = _get_store(mlflow_server.backend_uri)
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
-
-    sa.event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        with source_reads.Reader(store) as reader:
-            found = reader.logged_model(model_id, metrics=False)
-            ran = reader.run(run_id, metrics=False)
-    finally:
-        sa.event.remove(store.engine, "before_cursor_execute", count)
+    with selects(store) as statements, source_reads.Reader(store) as reader:
+        found = reader.logged_model(model_id, metrics=False)
+        ran = reader.run(run_id, metrics=False)
     assert found.tags["hokusai_token_id"] == "XRAY" and found.metrics == {}
     assert ran.tags["hokusai_metric"] == "auroc" and ran.metrics == {}
     assert len(statements) == 2 and not any("metric" in s.lower() for s in statements), statements
