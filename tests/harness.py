@@ -83,6 +83,15 @@ def _admin_connection():
     )
 
 
+def respond(handler: BaseHTTPRequestHandler, body: bytes, content_type: str = "application/json") -> None:
+    """A stand-in server's 200 with ``body`` (its length given, so the connection may be kept)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 @dataclass
 class MlflowServer:
     """A real ``mlflow server`` subprocess with the ``hokusai+`` registry store."""

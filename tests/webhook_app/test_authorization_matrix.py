@@ -36,7 +36,7 @@ from hokusai_mlflow_plugin.db.models import (
 )
 from hokusai_mlflow_plugin.db.session import dispose, session_factory
 from hokusai_mlflow_plugin.registration import tokens
-from tests.harness import create_pg_database, drop_pg_database
+from tests.harness import create_pg_database, drop_pg_database, respond
 from webhook_app import create_app
 from webhook_app.access import FILTERED, OBJECT, OPERATOR, PUBLIC, SELF
 from webhook_app.api.auth import ACCESS
@@ -371,12 +371,7 @@ def test_the_mlflow_catch_all_answers_another_teams_id_as_a_missing_one(sqlite_u
     class Mlflow(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
             reached.append(self.path)
-            body = b'{"stand_in": true}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            respond(self, b'{"stand_in": true}')
 
         def log_message(self, *args):
             pass

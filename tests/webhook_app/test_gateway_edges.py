@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.api_helpers import assert_problem
+from tests.harness import respond
 from tests.live_stack import GatewayThread, gateway_in_front_of, raw_request
 
 
@@ -137,11 +138,7 @@ class StandIn(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _answer(self, body: bytes):
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        respond(self, body)
 
     def log_message(self, *args):
         pass

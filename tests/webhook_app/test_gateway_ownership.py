@@ -30,6 +30,7 @@ from hokusai_mlflow_plugin.db.models import (
 from hokusai_mlflow_plugin.db.session import dispose, get_engine, session_factory
 from hokusai_mlflow_plugin.registration import tokens
 from tests.api_helpers import assert_problem
+from tests.harness import respond
 from tests.live_stack import gateway_in_front_of
 from tests.mlflow_helpers import log_model
 from webhook_app.gateway.scopes import ROUTES, route_of
@@ -83,12 +84,7 @@ class _RunCreator(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.dumps({"run": {"info": {"run_id": uuid.uuid4().hex}, "data": {}}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        respond(self, json.dumps({"run": {"info": {"run_id": uuid.uuid4().hex}, "data": {}}}).encode())
 
     def log_message(self, *args):
         pass

@@ -24,6 +24,7 @@ from playwright.sync_api import expect
 
 from hokusai_mlflow_plugin.auth import keys
 from hokusai_mlflow_plugin.db.models import Registration
+from tests.harness import respond
 from tests.live_stack import MlflowUi
 from tests.webhook_app.test_console import ARGS, CHROMIUM, SCREENSHOTS, browser  # noqa: F401 (the fixture)
 
@@ -214,11 +215,7 @@ fetch("{self.target}ajax-api/2.0/mlflow/registered-models/create",
       {{method: "POST", mode: "no-cors", credentials: "include", body: JSON.stringify({{name: "evil-fetch"}})}})
   .finally(() => document.getElementById("f").submit());
 </script>""".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        respond(self, body, "text/html")
 
     def log_message(self, *args):
         pass
