@@ -10,7 +10,7 @@ number of searches, never with the size of the registry nor with the drafts wait
 versions were all rejected stays a draft: there may be thousands).
 
 It also writes the outcome tags that a decision lost: the receiver writes them after its commit
-(gathered for ``HOKUSAI_OUTCOME_TAG_LINGER``), and a receiver killed in between loses them. A
+(gathered until a burst pauses, ``outcome_tags.MOST`` at most), and a receiver killed in between loses them. A
 version of (1) decided more than ``RETAG_AFTER`` ago and still without ``hokusai_status`` gets its
 registration row's outcome, so the MLflow UI shows every decision.
 """

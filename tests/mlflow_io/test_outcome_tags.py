@@ -197,16 +197,67 @@ def test_queued_outcomes_are_written_together_per_model(mlflow_sqlite, unique_na
     assert client.get_model_version(other, theirs).tags["hokusai_status"] == "rejected"
 
 
-def test_a_flush_waits_for_the_oldest_outcome_to_linger(monkeypatch):
-    now, slept, written = [100.0], [], []
+class Clock:
+    """A clock that a flush's sleep moves on; ``during_sleep`` runs at each sleep (outcomes queued
+    meanwhile)."""
 
-    class Facts:
-        tracking_uri = "file:///nowhere"
+    def __init__(self, during_sleep=lambda: None):
+        self.now, self.slept, self.during_sleep = 100.0, [], during_sleep
 
-    pending = PendingOutcomeTags(Facts(), linger=0.25, clock=lambda: now[0], sleep=slept.append)
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.now += seconds
+        self.during_sleep()
+
+
+@pytest.fixture
+def written(monkeypatch):
+    """What the flushes wrote, per call: (model, {version: outcome})."""
+    calls = []
+    monkeypatch.setattr(facts, "tag_outcomes", lambda client, name, outcomes: calls.append((name, dict(outcomes))) or True)
+    return calls
+
+
+class NoServer:
+    tracking_uri = "file:///nowhere"
+
+
+def test_a_flush_waits_for_a_pause_after_the_newest_outcome(written):
+    clock = Clock()
+    pending = PendingOutcomeTags(NoServer(), linger=0.25, most=10, clock=clock, sleep=clock.sleep)
     pending.put("m", "1", "registered", "ok")
-    now[0] += 0.1
+    clock.now += 0.1
     pending.put("m", "2", "registered", "ok")
-    monkeypatch.setattr(facts, "tag_outcomes", lambda client, name, outcomes: written.append((name, dict(outcomes))) or True)
     assert pending.flush() is True
-    assert slept == [pytest.approx(0.15)] and written == [("m", {"1": ("registered", "ok"), "2": ("registered", "ok")})]
+    assert clock.slept == [0.25] and clock.now == pytest.approx(100.35)  # 0.25 s after the newest, not the oldest
+    assert written == [("m", {"1": ("registered", "ok"), "2": ("registered", "ok")})]
+    assert pending.flush() is True and len(written) == 1  # nothing left for the next
+
+
+def test_outcomes_queued_while_a_flush_waits_put_it_off_and_go_with_it(written):
+    queued = iter(["3", "4"])
+    clock = Clock()
+    pending = PendingOutcomeTags(NoServer(), linger=0.25, most=10, clock=clock, sleep=clock.sleep)
+    clock.during_sleep = lambda: [pending.put("m", v, "rejected", "below") for v in [next(queued, None)] if v]
+    pending.put("m", "1", "registered", "ok")
+    assert pending.flush() is True
+    assert clock.slept == [0.25, 0.25, 0.25]  # each outcome queued during a wait starts the pause again
+    assert len(written) == 1 and sorted(written[0][1]) == ["1", "3", "4"]
+
+
+def test_a_burst_that_never_pauses_is_written_most_seconds_after_its_oldest(written):
+    versions = iter(range(2, 1000))
+    clock = Clock()
+    pending = PendingOutcomeTags(NoServer(), linger=0.25, most=1.0, clock=clock, sleep=clock.sleep)
+    clock.during_sleep = lambda: pending.put("m", str(next(versions)), "registered", "ok")  # one every wait
+    pending.put("m", "1", "registered", "ok")
+    assert pending.flush() is True
+    assert clock.now == pytest.approx(101.0)  # not later than `most` after the first
+    assert len(written) == 1 and len(written[0][1]) == len(clock.slept) + 1  # all queued by then, in one write
+
+
+def test_most_is_never_shorter_than_linger():
+    assert PendingOutcomeTags(NoServer(), linger=30, most=10).most == 30
