@@ -649,7 +649,7 @@ class Chaos:
         from hokusai_mlflow_plugin.db.migrate import upgrade
         from hokusai_mlflow_plugin.db.session import dispose
         from hokusai_mlflow_plugin.stack.local import metrics_dir, receiver_command
-        from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env
+        from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env, write_ahead_log
         from hokusai_mlflow_plugin.stack.process import free_port
         from tests.harness import TEST_ENCRYPTION_KEY
 
@@ -678,6 +678,7 @@ class Chaos:
                                           for t, link in self.network.links.items()))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
         base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(benchlib.REPO), os.environ.get("PYTHONPATH")]))
+        write_ahead_log(self.workdir / "mlflow.db")  # as `hokusai up` runs it
         self.spawn(Child(
             "mlflow", server_command(f"sqlite:///{self.workdir / 'mlflow.db'}", self.workdir / "artifacts", "127.0.0.1", mlflow_port),
             server_env(TEST_ENCRYPTION_KEY, cache_ttl=1, base=base), self.workdir / "mlflow.log",
