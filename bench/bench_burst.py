@@ -21,8 +21,11 @@ Issue 23 added, in the same run, **MLflow alone** as the baseline: the same serv
 SQLite) with MLflow's plain registry store and no webhook, the same prepared runs and LoggedModels,
 the same writers. The rounds alternate (alone, attached, alone, attached, ...) so that both see the
 same machine. ``--pin yes``: MLflow on CPU 0, every other process this script starts (the receiver
-under gunicorn) and the writers' own process on CPU 1, in both runs (``taskset``; the shared
-PostgreSQL server is not ours to pin). ``--pin both`` runs every round unpinned, then pinned.
+under gunicorn, the token database's PostgreSQL) and the writers' own process on CPU 1, in both
+runs (``taskset``). The token database is a PostgreSQL server of the run's own (``--token-db
+private``, chaos.py's): with the machine's shared server (``--token-db shared``, the earlier
+sessions' runs), whose processes are not ours to pin, each decision's writes ran on MLflow's core
+too (issue 23, fifth session). ``--pin both`` runs every round unpinned, then pinned.
 
 Per round it also reports MLflow's side per decided version: its CPU time (its process group in
 ``/proc``), its requests by route, the webhook deliveries it dispatched (the receiver's access log),
@@ -155,6 +158,22 @@ def wait_for_outcome_tags(database: Path, name: str, versions: int, deadline: fl
             time.sleep(0.1)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def set_affinity(pids: list[int], cpus: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except ProcessLookupError:
+            pass
+
+
 def pinned(cmd: list[str], cpu: str | None) -> list[str]:
     return ["taskset", "-c", cpu, *cmd] if cpu is not None else cmd
 
@@ -166,9 +185,17 @@ class Round:
     is Hokusai reading MLflow through its server, ``attached-store`` Hokusai reading (and tagging)
     MLflow's database directly (``HOKUSAI_MLFLOW_STORE_URI``, as ``hokusai up`` runs it)."""
 
-    def __init__(self, args, db_url: str, kind: str, pin: bool, number: int):
+    def __init__(self, args, db_url: str, kind: str, pin: bool, number: int, postgres=None):
         self.args, self.db_url, self.kind, self.pin, self.number = args, db_url, kind, pin, number
+        self.postgres = postgres  # the private token database's server (--token-db private), pinned with Hokusai
         self.attached = kind.startswith("attached")
+
+    def postgres_cpu(self) -> float:
+        """CPU seconds of the private token database's processes alive now (a backend that ended
+        between two readings takes its share with it: the receiver's pool keeps its own open)."""
+        if self.postgres is None:
+            return 0.0
+        return sum(process_cpu_seconds(pid) for pid in [self.postgres.proc.pid, *self.postgres.children()])
 
     def run(self) -> dict:
         import tempfile
@@ -186,6 +213,8 @@ class Round:
         workdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-"))
         mlflow = receiver = consumer = door = None
         own_affinity = os.sched_getaffinity(0)
+        if self.postgres is not None:  # its backends, forked from now on, inherit the postmaster's CPUs
+            set_affinity([self.postgres.proc.pid, *self.postgres.children()], {int(HOKUSAI_CPU)} if self.pin else own_affinity)
         try:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
@@ -231,7 +260,7 @@ class Round:
             receiver_mark = receiver_log.stat().st_size if receiver else 0
             if self.pin:
                 os.sched_setaffinity(0, {int(HOKUSAI_CPU)})  # the writers: with Hokusai, off MLflow's core
-            cpu0 = group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0
+            cpu0 = group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0, self.postgres_cpu()
 
             returned: dict[str, float] = {}
             slices = [prepared[i::args.writers] for i in range(args.writers)]
@@ -271,13 +300,14 @@ class Round:
                                                                            time.time() + args.timeout)
                 result["tags_s"] -= created
                 quiet_tail(mlflow.log_path)  # the tail: the outcome tags and the deliveries they fire
-            cpu1 = group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0
+            cpu1 = group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0, self.postgres_cpu()
             os.sched_setaffinity(0, own_affinity)
             result["mlflow_calls"] = requests_by_endpoint(mlflow.log_path, mlflow_mark)
             result["receiver_calls"] = requests_by_endpoint(receiver_log, receiver_mark) if receiver else collections.Counter()
             result["door_deliveries"] = door.deliveries if door is not None else 0
             result["mlflow_cpu_ms"] = (cpu1[0] - cpu0[0]) * 1000 / args.versions
             result["receiver_cpu_ms"] = (cpu1[1] - cpu0[1]) * 1000 / args.versions
+            result["postgres_cpu_ms"] = (cpu1[2] - cpu0[2]) * 1000 / args.versions if self.postgres is not None else None
             result["locked"] = mlflow.log_path.read_text(errors="replace").count("database is locked")
             if self.attached:
                 decided_at = {t: (c if c.tzinfo else c.replace(tzinfo=UTC)).timestamp() for t, _, c in rows}
@@ -317,7 +347,8 @@ def report(r: dict, n: int) -> None:
         print(f"     {count / n:6.2f}  {endpoint}")
     if r["attached"]:
         print(f"   webhook deliveries MLflow dispatched per version: {sum(r['receiver_calls'].values()) / n:.2f}; "
-              f"receiver CPU {r['receiver_cpu_ms']:.1f} ms per version")
+              f"receiver CPU {r['receiver_cpu_ms']:.1f} ms per version"
+              + (f", its token database's {r['postgres_cpu_ms']:.1f} ms" if r["postgres_cpu_ms"] is not None else ""))
     if r["kind"] == "door":
         print(f"   webhook deliveries MLflow dispatched per version: {r['door_deliveries'] / n:.2f}")
 
@@ -335,6 +366,9 @@ def main() -> None:
                         help="the attached rounds' receiver reads MLflow through its server, its database, or a round of each")
     parser.add_argument("--journal", choices=("wal", "delete"), default="wal",
                         help="MLflow's SQLite journal in every round: write-ahead log as `hokusai up` sets it (wal), or SQLite's default (delete)")
+    parser.add_argument("--token-db", choices=("private", "shared"), default="private",
+                        help="the token database: a PostgreSQL server this run starts (chaos.py's), pinned with Hokusai in pinned "
+                             "rounds (private), or a database on the machine's server at 127.0.0.1:5432, which runs on any core (shared)")
     parser.add_argument("--door", action="store_true",
                         help="also a round of the webhook design's floor: the store and the webhook, to a door that answers 204")
     args = parser.parse_args()
@@ -347,8 +381,17 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM stops what this run started
     print(benchlib.machine_facts(), flush=True)
-    print(f"MLflow's SQLite journal: {args.journal}", flush=True)
-    db_url = create_pg_database("hokusai_bench_burst")
+    print(f"MLflow's SQLite journal: {args.journal}; the token database: {args.token_db}", flush=True)
+    postgres = None
+    if args.token_db == "private":
+        import tempfile
+
+        import chaos
+
+        pgdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-pg-"))
+        postgres, _, db_url = chaos.start_private_postgres(pgdir)
+    else:
+        db_url = create_pg_database("hokusai_bench_burst")
     results = []
     try:
         upgrade(db_url)
@@ -358,13 +401,19 @@ def main() -> None:
                 attached = {"server": ("attached",), "store": ("attached-store",), "both": ("attached", "attached-store")}[args.reads]
                 for kind in ("alone", *(("door",) if args.door else ()), *attached):
                     number += 1
-                    r = Round(args, db_url, kind, pin, number).run()
+                    r = Round(args, db_url, kind, pin, number, postgres).run()
                     report(r, args.versions)
                     results.append(r)
                     sys.stdout.flush()
     finally:
         dispose(db_url)
-        drop_pg_database(db_url)
+        if postgres is not None:
+            import shutil
+
+            postgres.stop()
+            shutil.rmtree(pgdir, ignore_errors=True)
+        else:
+            drop_pg_database(db_url)
 
     n = args.versions
     print(f"\n== summary: {n} versions by {args.writers} writers per round")

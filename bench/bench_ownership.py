@@ -158,7 +158,7 @@ def bench_keys(kind: str, args, workdir: Path) -> list[tuple[str, dict, dict]]:
 
 
 def print_keys(rows) -> None:
-    print(f"\n[keys] per check (ms): key row with a user (now) / the same with no user (before ownership)")
+    print("\n[keys] per check (ms): key row with a user (now) / the same with no user (before ownership)")
     print(f"{'':<62}{'median':>9}{'p99':>9}{'before med':>11}{'before p99':>11}{'ratio med':>10}{'ratio p99':>10}")
     for name, now, before in rows:
         print(f"{name:<62}{now['median']:>9.3f}{now['p99']:>9.3f}{before['median']:>11.3f}{before['p99']:>11.3f}"

@@ -218,6 +218,38 @@ class Postgres(Child):
                 self.kill()
 
 
+def start_private_postgres(workdir: Path, spawn=lambda child: child.start()) -> tuple[Postgres, int, str]:
+    """A PostgreSQL server of our own under ``workdir`` (initdb, then ``postgres`` on a free loopback
+    port), with a database ``hokusai``: (its child, its port, the database's URL). ``spawn`` starts
+    the child (chaos.py's keeps it known to close() while it comes up). Also bench_burst.py's."""
+    import psycopg
+
+    from hokusai_mlflow_plugin.stack.process import free_port
+
+    bindir, user = prerequisites()
+    pg = workdir / "pg"
+    (pg / "sock").mkdir(parents=True)
+    os.chmod(workdir, 0o755)  # the postgres user walks through it to its own directory
+    if user is not None:
+        for path in (pg, pg / "sock"):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    init = Child("initdb", [str(bindir / "initdb"), "-D", str(pg / "data"), "-U", "postgres", "--auth=trust",
+                            "-E", "UTF8", "--no-sync"], {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
+                 workdir / "initdb.log", user)
+    init.start()
+    if init.proc.wait(120) != 0:
+        raise RuntimeError(f"initdb failed; see {init.log}:\n{init.tail()}")
+    port = free_port()
+    cmd = [str(bindir / "postgres"), "-D", str(pg / "data"), "-p", str(port), "-k", str(pg / "sock"),
+           "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
+    postgres = Postgres("postgres", cmd, {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"}, workdir / "postgres.log", user,
+                        wait_postgres(port))
+    spawn(postgres)
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute("CREATE DATABASE hokusai")
+    return postgres, port, f"postgresql://postgres@127.0.0.1:{port}/hokusai"
+
+
 def wait_http(url: str):
     import requests
 
@@ -578,31 +610,7 @@ class Chaos:
     # -- start ------------------------------------------------------------------------------------
 
     def start_postgres(self) -> None:
-        import psycopg
-
-        from hokusai_mlflow_plugin.stack.process import free_port
-
-        bindir, user = prerequisites()
-        pg = self.workdir / "pg"
-        (pg / "sock").mkdir(parents=True)
-        os.chmod(self.workdir, 0o755)  # the postgres user walks through it to its own directory
-        if user is not None:
-            for path in (pg, pg / "sock"):
-                os.chown(path, user.pw_uid, user.pw_gid)
-        init = Child("initdb", [str(bindir / "initdb"), "-D", str(pg / "data"), "-U", "postgres", "--auth=trust",
-                                "-E", "UTF8", "--no-sync"], {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
-                     self.workdir / "initdb.log", user)
-        init.start()
-        if init.proc.wait(120) != 0:
-            raise RuntimeError(f"initdb failed; see {init.log}:\n{init.tail()}")
-        self.pg_port = free_port()
-        cmd = [str(bindir / "postgres"), "-D", str(pg / "data"), "-p", str(self.pg_port), "-k", str(pg / "sock"),
-               "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
-        self.spawn(Postgres("postgres", cmd, {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
-                            self.workdir / "postgres.log", user, wait_postgres(self.pg_port)))
-        with psycopg.connect(host="127.0.0.1", port=self.pg_port, user="postgres", dbname="postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE hokusai")
-        self.db_url = f"postgresql://postgres@127.0.0.1:{self.pg_port}/hokusai"
+        _, self.pg_port, self.db_url = start_private_postgres(self.workdir, self.spawn)
 
     def through(self, name: str) -> tuple[str, str]:
         """The database URL and MLflow URL that ``name`` uses: through its links with --partitions."""
