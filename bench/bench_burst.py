@@ -29,7 +29,7 @@ too (issue 23, fifth session). ``--pin both`` runs every round unpinned, then pi
 
 Per round it also reports MLflow's side per decided version: its CPU time (its process group in
 ``/proc``), its requests by route, the webhook deliveries it dispatched (the receiver's access log),
-and the SQLite writes it made (the write routes; "database is locked" in its log).
+and the database writes it made (the write routes; "database is locked" in its log).
 
 Goals (issue 23): MLflow's rate attached >= 0.8 x alone, pinned; decisions >= 0.95 x MLflow's rate;
 p99 decision lag < 1 s; at most 3 MLflow requests per decided version.
@@ -143,14 +143,23 @@ def quiet_tail(log: Path, quiet: float = 2.0, limit: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def wait_for_outcome_tags(database: Path, name: str, versions: int, deadline: float) -> tuple[int, float]:
+def wait_for_outcome_tags(backend: str, name: str, versions: int, deadline: float) -> tuple[int, float]:
     """(versions of ``name`` with their ``hokusai_status`` tag, when the count was last seen): read in
-    MLflow's SQLite file itself, so that the wait asks MLflow's server nothing."""
+    MLflow's database itself (``backend``, its SQLAlchemy URL), so that the wait asks MLflow's server nothing."""
     import sqlite3
     from contextlib import closing
 
-    query = "SELECT count(*) FROM model_version_tags WHERE name = ? AND key = 'hokusai_status'"
-    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as conn:
+    import psycopg
+
+    from hokusai_mlflow_plugin.db.session import libpq_dsn
+
+    query = "SELECT count(*) FROM model_version_tags WHERE name = %s AND key = 'hokusai_status'"
+    if backend.startswith("sqlite:///"):
+        connection = closing(sqlite3.connect(f"file:{backend.removeprefix('sqlite:///')}?mode=ro", uri=True, timeout=5))
+        query = query.replace("%s", "?")
+    else:
+        connection = psycopg.connect(libpq_dsn(backend), autocommit=True)
+    with connection as conn:
         while True:
             tagged = conn.execute(query, (name,)).fetchone()[0]
             if tagged >= versions or time.time() > deadline:
@@ -185,17 +194,24 @@ class Round:
     is Hokusai reading MLflow through its server, ``attached-store`` Hokusai reading (and tagging)
     MLflow's database directly (``HOKUSAI_MLFLOW_STORE_URI``, as ``hokusai up`` runs it)."""
 
-    def __init__(self, args, db_url: str, kind: str, pin: bool, number: int, postgres=None):
+    def __init__(self, args, db_url: str, kind: str, pin: bool, number: int, postgres=None, mlflow_postgres=None):
         self.args, self.db_url, self.kind, self.pin, self.number = args, db_url, kind, pin, number
         self.postgres = postgres  # the private token database's server (--token-db private), pinned with Hokusai
+        self.mlflow_postgres = mlflow_postgres  # (server, port) of MLflow's database (--mlflow-db postgres), pinned with MLflow
         self.attached = kind.startswith("attached")
 
-    def postgres_cpu(self) -> float:
-        """CPU seconds of the private token database's processes alive now (a backend that ended
-        between two readings takes its share with it: the receiver's pool keeps its own open)."""
-        if self.postgres is None:
-            return 0.0
-        return sum(process_cpu_seconds(pid) for pid in [self.postgres.proc.pid, *self.postgres.children()])
+    def cpu_seconds(self, mlflow, receiver) -> tuple[float, float, float, float]:
+        """CPU seconds so far of MLflow, the receiver, the private token database and MLflow's own
+        PostgreSQL (0 for what this round has not). Of a private server, the processes alive now: a
+        backend that ended between two readings takes its share with it (the receiver's pool, and
+        MLflow's, keep theirs open)."""
+        def server_cpu(server) -> float:
+            if server is None:
+                return 0.0
+            return sum(process_cpu_seconds(pid) for pid in [server.proc.pid, *server.children()])
+
+        return (group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0,
+                server_cpu(self.postgres), server_cpu(self.mlflow_postgres and self.mlflow_postgres[0]))
 
     def run(self) -> dict:
         import tempfile
@@ -215,15 +231,23 @@ class Round:
         own_affinity = os.sched_getaffinity(0)
         if self.postgres is not None:  # its backends, forked from now on, inherit the postmaster's CPUs
             set_affinity([self.postgres.proc.pid, *self.postgres.children()], {int(HOKUSAI_CPU)} if self.pin else own_affinity)
+        if self.mlflow_postgres is not None:
+            server, pg_port = self.mlflow_postgres
+            set_affinity([server.proc.pid, *server.children()], {int(MLFLOW_CPU)} if self.pin else own_affinity)
+            with psycopg.connect(host="127.0.0.1", port=pg_port, user="postgres", dbname="postgres", autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE mlflow_r{self.number}")
+            backend = f"postgresql://postgres@127.0.0.1:{pg_port}/mlflow_r{self.number}"
+        else:
+            backend = f"sqlite:///{workdir / 'mlflow.db'}"
         try:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             env = server_env(TEST_ENCRYPTION_KEY, cache_ttl=1)
             for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI"):
                 env.pop(var, None)
-            if args.journal == "wal":  # as `hokusai up` runs it, in every round alike
+            if args.journal == "wal" and self.mlflow_postgres is None:  # as `hokusai up` runs it, in every round alike
                 write_ahead_log(workdir / "mlflow.db")
-            cmd = server_command(f"sqlite:///{workdir / 'mlflow.db'}", workdir / "artifacts", "127.0.0.1", port,
+            cmd = server_command(backend, workdir / "artifacts", "127.0.0.1", port,
                                  workers=args.mlflow_workers, hokusai_store=self.kind != "alone")
             mlflow = ManagedProcess("mlflow server", pinned(cmd, MLFLOW_CPU if self.pin else None), env,
                                     workdir / "mlflow.log").start()
@@ -247,7 +271,7 @@ class Round:
                 renv.update({
                     "HOKUSAI_HOME": str(workdir / "home"), "HOKUSAI_DATABASE_URL": self.db_url, "HOKUSAI_WEBHOOK_SECRET": SECRET,
                     "MLFLOW_TRACKING_URI": url, "HOKUSAI_LOG_LEVEL": "WARNING",
-                    **({"HOKUSAI_MLFLOW_STORE_URI": f"sqlite:///{workdir / 'mlflow.db'}"} if self.kind == "attached-store" else {}),
+                    **({"HOKUSAI_MLFLOW_STORE_URI": backend} if self.kind == "attached-store" else {}),
                     "HOKUSAI_EVENT_WEBHOOK_URL": consumer.url, "HOKUSAI_EVENT_WEBHOOK_SECRET": "whsec_" + "YmVuY2gtYnVyc3Qtc2VjcmV0LWtleQ==",
                 })
                 rcmd = receiver_command("127.0.0.1", rport, args.workers)
@@ -260,7 +284,7 @@ class Round:
             receiver_mark = receiver_log.stat().st_size if receiver else 0
             if self.pin:
                 os.sched_setaffinity(0, {int(HOKUSAI_CPU)})  # the writers: with Hokusai, off MLflow's core
-            cpu0 = group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0, self.postgres_cpu()
+            cpu0 = self.cpu_seconds(mlflow, receiver)
 
             returned: dict[str, float] = {}
             slices = [prepared[i::args.writers] for i in range(args.writers)]
@@ -296,11 +320,11 @@ class Round:
                         if len(rows) >= args.versions and sum(t in consumer.arrivals for t in ids) >= args.versions:
                             break
                         time.sleep(0.05)
-                result["tagged"], result["tags_s"] = wait_for_outcome_tags(workdir / "mlflow.db", name, args.versions,
+                result["tagged"], result["tags_s"] = wait_for_outcome_tags(backend, name, args.versions,
                                                                            time.time() + args.timeout)
                 result["tags_s"] -= created
                 quiet_tail(mlflow.log_path)  # the tail: the outcome tags and the deliveries they fire
-            cpu1 = group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0, self.postgres_cpu()
+            cpu1 = self.cpu_seconds(mlflow, receiver)
             os.sched_setaffinity(0, own_affinity)
             result["mlflow_calls"] = requests_by_endpoint(mlflow.log_path, mlflow_mark)
             result["receiver_calls"] = requests_by_endpoint(receiver_log, receiver_mark) if receiver else collections.Counter()
@@ -308,6 +332,7 @@ class Round:
             result["mlflow_cpu_ms"] = (cpu1[0] - cpu0[0]) * 1000 / args.versions
             result["receiver_cpu_ms"] = (cpu1[1] - cpu0[1]) * 1000 / args.versions
             result["postgres_cpu_ms"] = (cpu1[2] - cpu0[2]) * 1000 / args.versions if self.postgres is not None else None
+            result["mlflow_db_cpu_ms"] = (cpu1[3] - cpu0[3]) * 1000 / args.versions if self.mlflow_postgres is not None else None
             result["locked"] = mlflow.log_path.read_text(errors="replace").count("database is locked")
             if self.attached:
                 decided_at = {t: (c if c.tzinfo else c.replace(tzinfo=UTC)).timestamp() for t, _, c in rows}
@@ -341,8 +366,9 @@ def report(r: dict, n: int) -> None:
         print(f"   outcome tags in MLflow: {r['tagged']} of {n} versions, {r['tags_s']:.1f} s after the last create returned")
     calls = r["mlflow_calls"]
     writes = sum(c for e, c in calls.items() if e.rsplit("/", 1)[-1] in WRITE_ROUTES)
-    print(f"   MLflow per version: {sum(calls.values()) / n:.2f} requests, {writes / n:.2f} SQLite writes, "
-          f"{r['mlflow_cpu_ms']:.1f} ms CPU; 'database is locked' in its log: {r['locked']}")
+    print(f"   MLflow per version: {sum(calls.values()) / n:.2f} requests, {writes / n:.2f} database writes, "
+          f"{r['mlflow_cpu_ms']:.1f} ms CPU" + (f" and its PostgreSQL's {r['mlflow_db_cpu_ms']:.1f} ms" if r["mlflow_db_cpu_ms"] is not None else "")
+          + f"; 'database is locked' in its log: {r['locked']}")
     for endpoint, count in calls.most_common():
         print(f"     {count / n:6.2f}  {endpoint}")
     if r["attached"]:
@@ -366,6 +392,9 @@ def main() -> None:
                         help="the attached rounds' receiver reads MLflow through its server, its database, or a round of each")
     parser.add_argument("--journal", choices=("wal", "delete"), default="wal",
                         help="MLflow's SQLite journal in every round: write-ahead log as `hokusai up` sets it (wal), or SQLite's default (delete)")
+    parser.add_argument("--mlflow-db", choices=("sqlite", "postgres"), default="sqlite",
+                        help="MLflow's backend: SQLite (the issue's setting, `hokusai up`'s), or a PostgreSQL server this run "
+                             "starts, a fresh database each round, pinned with MLflow in pinned rounds")
     parser.add_argument("--token-db", choices=("private", "shared"), default="private",
                         help="the token database: a PostgreSQL server this run starts (chaos.py's), pinned with Hokusai in pinned "
                              "rounds (private), or a database on the machine's server at 127.0.0.1:5432, which runs on any core (shared)")
@@ -381,7 +410,8 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM stops what this run started
     print(benchlib.machine_facts(), flush=True)
-    print(f"MLflow's SQLite journal: {args.journal}; the token database: {args.token_db}", flush=True)
+    print(f"MLflow's database: {args.mlflow_db}" + (f", journal {args.journal}" if args.mlflow_db == "sqlite" else "")
+          + f"; the token database: {args.token_db}", flush=True)
     postgres = None
     if args.token_db == "private":
         import tempfile
@@ -392,6 +422,15 @@ def main() -> None:
         postgres, _, db_url = chaos.start_private_postgres(pgdir)
     else:
         db_url = create_pg_database("hokusai_bench_burst")
+    mlflow_postgres = None
+    if args.mlflow_db == "postgres":
+        import tempfile
+
+        import chaos
+
+        mlflow_pgdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-mlflow-pg-"))
+        server, port, _ = chaos.start_private_postgres(mlflow_pgdir)
+        mlflow_postgres = (server, port)
     results = []
     try:
         upgrade(db_url)
@@ -401,12 +440,17 @@ def main() -> None:
                 attached = {"server": ("attached",), "store": ("attached-store",), "both": ("attached", "attached-store")}[args.reads]
                 for kind in ("alone", *(("door",) if args.door else ()), *attached):
                     number += 1
-                    r = Round(args, db_url, kind, pin, number, postgres).run()
+                    r = Round(args, db_url, kind, pin, number, postgres, mlflow_postgres).run()
                     report(r, args.versions)
                     results.append(r)
                     sys.stdout.flush()
     finally:
         dispose(db_url)
+        if mlflow_postgres is not None:
+            import shutil
+
+            mlflow_postgres[0].stop()
+            shutil.rmtree(mlflow_pgdir, ignore_errors=True)
         if postgres is not None:
             import shutil
 
