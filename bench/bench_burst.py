@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
@@ -116,18 +117,9 @@ def requests_by_endpoint(log: Path, since: int) -> collections.Counter:
 
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU time of every live process in the process group (``/proc``)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    from hokusai_mlflow_plugin.stack.process import processes_where
+
+    return benchlib.cpu_seconds(processes_where(pgrp=pgid))
 
 
 def quiet_tail(log: Path, quiet: float = 2.0, limit: float = 30.0) -> None:
@@ -167,20 +159,42 @@ def wait_for_outcome_tags(backend: str, name: str, versions: int, deadline: floa
             time.sleep(0.1)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def set_affinity(pids: list[int], cpus: set[int]) -> None:
     for pid in pids:
         try:
             os.sched_setaffinity(pid, cpus)
         except ProcessLookupError:
             pass
+
+
+@contextlib.contextmanager
+def private_postgres(prefix: str):
+    """A PostgreSQL server of this run's own (chaos.py's), stopped and its files removed at the end,
+    however the run ends: (its child, its port, the URL of its database ``hokusai``)."""
+    import shutil
+    import tempfile
+
+    import chaos
+
+    workdir, started = Path(tempfile.mkdtemp(prefix=prefix)), []
+    try:
+        yield chaos.start_private_postgres(workdir, spawn=lambda child: started.append(child) or child.start())
+    finally:
+        for child in started:
+            child.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def shared_database():
+    """A fresh database on the machine's PostgreSQL server, dropped at the end: (None, None, its URL)."""
+    from tests.harness import create_pg_database, drop_pg_database
+
+    url = create_pg_database("hokusai_bench_burst")
+    try:
+        yield None, None, url
+    finally:
+        drop_pg_database(url)
 
 
 def pinned(cmd: list[str], cpu: str | None) -> list[str]:
@@ -205,13 +219,10 @@ class Round:
         PostgreSQL (0 for what this round has not). Of a private server, the processes alive now: a
         backend that ended between two readings takes its share with it (the receiver's pool, and
         MLflow's, keep theirs open)."""
-        def server_cpu(server) -> float:
-            if server is None:
-                return 0.0
-            return sum(process_cpu_seconds(pid) for pid in [server.proc.pid, *server.children()])
-
+        mlflow_db = self.mlflow_postgres[0] if self.mlflow_postgres else None
         return (group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0,
-                server_cpu(self.postgres), server_cpu(self.mlflow_postgres and self.mlflow_postgres[0]))
+                benchlib.cpu_seconds(self.postgres.pids()) if self.postgres else 0.0,
+                benchlib.cpu_seconds(mlflow_db.pids()) if mlflow_db else 0.0)
 
     def run(self) -> dict:
         import tempfile
@@ -230,10 +241,10 @@ class Round:
         mlflow = receiver = consumer = door = None
         own_affinity = os.sched_getaffinity(0)
         if self.postgres is not None:  # its backends, forked from now on, inherit the postmaster's CPUs
-            set_affinity([self.postgres.proc.pid, *self.postgres.children()], {int(HOKUSAI_CPU)} if self.pin else own_affinity)
+            set_affinity(self.postgres.pids(), {int(HOKUSAI_CPU)} if self.pin else own_affinity)
         if self.mlflow_postgres is not None:
             server, pg_port = self.mlflow_postgres
-            set_affinity([server.proc.pid, *server.children()], {int(MLFLOW_CPU)} if self.pin else own_affinity)
+            set_affinity(server.pids(), {int(MLFLOW_CPU)} if self.pin else own_affinity)
             with psycopg.connect(host="127.0.0.1", port=pg_port, user="postgres", dbname="postgres", autocommit=True) as conn:
                 conn.execute(f"CREATE DATABASE mlflow_r{self.number}")
             backend = f"postgresql://postgres@127.0.0.1:{pg_port}/mlflow_r{self.number}"
@@ -404,7 +415,6 @@ def main() -> None:
 
     from hokusai_mlflow_plugin.db.migrate import upgrade
     from hokusai_mlflow_plugin.db.session import dispose
-    from tests.harness import create_pg_database, drop_pg_database
 
     import signal
 
@@ -412,27 +422,12 @@ def main() -> None:
     print(benchlib.machine_facts(), flush=True)
     print(f"MLflow's database: {args.mlflow_db}" + (f", journal {args.journal}" if args.mlflow_db == "sqlite" else "")
           + f"; the token database: {args.token_db}", flush=True)
-    postgres = None
-    if args.token_db == "private":
-        import tempfile
-
-        import chaos
-
-        pgdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-pg-"))
-        postgres, _, db_url = chaos.start_private_postgres(pgdir)
-    else:
-        db_url = create_pg_database("hokusai_bench_burst")
-    mlflow_postgres = None
-    if args.mlflow_db == "postgres":
-        import tempfile
-
-        import chaos
-
-        mlflow_pgdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-mlflow-pg-"))
-        server, port, _ = chaos.start_private_postgres(mlflow_pgdir)
-        mlflow_postgres = (server, port)
     results = []
-    try:
+    with contextlib.ExitStack() as stack:  # unwound in reverse: the token database's pool, MLflow's server, the token server
+        postgres, _, db_url = stack.enter_context(private_postgres("hokusai-bench-burst-pg-") if args.token_db == "private"
+                                                  else shared_database())
+        mlflow_postgres = stack.enter_context(private_postgres("hokusai-bench-burst-mlflow-pg-"))[:2] if args.mlflow_db == "postgres" else None
+        stack.callback(dispose, db_url)
         upgrade(db_url)
         number = 0
         for pin in {"no": [False], "yes": [True], "both": [False, True]}[args.pin]:
@@ -444,20 +439,6 @@ def main() -> None:
                     report(r, args.versions)
                     results.append(r)
                     sys.stdout.flush()
-    finally:
-        dispose(db_url)
-        if mlflow_postgres is not None:
-            import shutil
-
-            mlflow_postgres[0].stop()
-            shutil.rmtree(mlflow_pgdir, ignore_errors=True)
-        if postgres is not None:
-            import shutil
-
-            postgres.stop()
-            shutil.rmtree(pgdir, ignore_errors=True)
-        else:
-            drop_pg_database(db_url)
 
     n = args.versions
     print(f"\n== summary: {n} versions by {args.writers} writers per round")

@@ -57,11 +57,7 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` and its children (gunicorn's master and worker)."""
     from hokusai_mlflow_plugin.stack.process import processes_where
 
-    total = 0
-    for p in [pid, *processes_where(ppid=pid)]:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return benchlib.cpu_seconds([pid, *processes_where(ppid=pid)])
 
 
 def measure_cpu(url: str, key: str, run_id: str, n: int, pid: int) -> float:

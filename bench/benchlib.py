@@ -79,6 +79,19 @@ def loadavg() -> str:
         return " ".join(f.read().split()[:3])
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds of the processes among ``pids`` that are alive (Linux ``/proc``)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")"
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values, q: float) -> float:
     """The q-th percentile (0..100), linear between order statistics (numpy's default)."""
     data = sorted(values)

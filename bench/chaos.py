@@ -171,6 +171,10 @@ class Child:
 
         return processes_where(ppid=self.proc.pid)
 
+    def pids(self) -> list[int]:
+        """Our child and its own children (a PostgreSQL server: the postmaster and its backends)."""
+        return [self.proc.pid, *self.children()]
+
     def tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

@@ -259,5 +259,9 @@ def test_a_burst_that_never_pauses_is_written_most_seconds_after_its_oldest(writ
     assert len(written) == 1 and len(written[0][1]) == len(clock.slept) + 1  # all queued by then, in one write
 
 
-def test_most_is_never_shorter_than_linger():
-    assert PendingOutcomeTags(NoServer(), linger=30, most=10).most == 30
+def test_a_linger_longer_than_most_is_waited_whole(written):
+    clock = Clock()
+    pending = PendingOutcomeTags(NoServer(), linger=30, most=10, clock=clock, sleep=clock.sleep)
+    pending.put("m", "1", "registered", "ok")
+    assert pending.flush() is True
+    assert clock.slept == [30] and len(written) == 1  # the operator's linger, not cut to `most`
