@@ -45,6 +45,8 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import statistics
 import sys
 import threading
 import time
@@ -61,6 +63,7 @@ REQUEST_LINE = re.compile(r'"(GET|POST|PATCH|DELETE|PUT) (/[^ ?"]*)')
 LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 WRITE_ROUTES = ("create", "set-tag", "delete-tag", "update")  # the requests that take SQLite's write lock
 MLFLOW_CPU, HOKUSAI_CPU = "0", "1"
+WRITERS_CPU = {"mlflow": MLFLOW_CPU, "hokusai": HOKUSAI_CPU}  # --writers-cpu
 
 
 class Consumer(ThreadingHTTPServer):
@@ -68,7 +71,7 @@ class Consumer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self):
+    def __init__(self, cpus: set[int] | None = None):
         self.arrivals: dict[str, float] = {}
         self.deliveries = 0
         consumer = self
@@ -97,7 +100,13 @@ class Consumer(ThreadingHTTPServer):
                 pass
 
         super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+        def serve():
+            if cpus:  # a connection's thread, started from this one, inherits its CPUs
+                os.sched_setaffinity(0, cpus)
+            self.serve_forever()
+
+        threading.Thread(target=serve, daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -171,7 +180,6 @@ def set_affinity(pids: list[int], cpus: set[int]) -> None:
 def private_postgres(prefix: str):
     """A PostgreSQL server of this run's own (chaos.py's), stopped and its files removed at the end,
     however the run ends: (its child, its port, the URL of its database ``hokusai``)."""
-    import shutil
     import tempfile
 
     import chaos
@@ -201,110 +209,137 @@ def pinned(cmd: list[str], cpu: str | None) -> list[str]:
     return ["taskset", "-c", cpu, *cmd] if cpu is not None else cmd
 
 
-class Round:
-    """One burst against a fresh MLflow. ``kind``: ``alone`` is MLflow alone (plain registry store,
-    no webhook, no receiver); ``door`` is the floor of any webhook design: the ``hokusai+`` store and
-    the webhook, delivered to a door that answers 204 at once and asks MLflow nothing; ``attached``
-    is Hokusai reading MLflow through its server, ``attached-store`` Hokusai reading (and tagging)
-    MLflow's database directly (``HOKUSAI_MLFLOW_STORE_URI``, as ``hokusai up`` runs it)."""
+class Stack:
+    """MLflow's server and what is attached to it, started once (``start``), then one timed burst
+    per ``burst`` call, then stopped (``stop``). ``kind``: ``alone`` is MLflow alone (plain
+    registry store, no webhook, no receiver); ``door`` is the floor of any webhook design: the
+    ``hokusai+`` store and the webhook, delivered to a door that answers 204 at once and asks MLflow
+    nothing; ``attached`` is Hokusai reading MLflow through its server, ``attached-store`` Hokusai
+    reading (and tagging) MLflow's database directly (``HOKUSAI_MLFLOW_STORE_URI``, as ``hokusai up``
+    runs it)."""
 
     def __init__(self, args, db_url: str, kind: str, pin: bool, number: int, postgres=None, mlflow_postgres=None):
         self.args, self.db_url, self.kind, self.pin, self.number = args, db_url, kind, pin, number
         self.postgres = postgres  # the private token database's server (--token-db private), pinned with Hokusai
         self.mlflow_postgres = mlflow_postgres  # (server, port) of MLflow's database (--mlflow-db postgres), pinned with MLflow
         self.attached = kind.startswith("attached")
+        self.mlflow = self.receiver = self.consumer = self.door = self.workdir = None
+        self.own_affinity = os.sched_getaffinity(0)
+        self.bursts = 0
 
-    def cpu_seconds(self, mlflow, receiver) -> tuple[float, float, float, float]:
+    def cpu_seconds(self) -> tuple[float, float, float, float]:
         """CPU seconds so far of MLflow, the receiver, the private token database and MLflow's own
-        PostgreSQL (0 for what this round has not). Of a private server, the processes alive now: a
+        PostgreSQL (0 for what this stack has not). Of a private server, the processes alive now: a
         backend that ended between two readings takes its share with it (the receiver's pool, and
         MLflow's, keep theirs open)."""
         mlflow_db = self.mlflow_postgres[0] if self.mlflow_postgres else None
-        return (group_cpu_seconds(mlflow.pid), group_cpu_seconds(receiver.pid) if receiver else 0.0,
+        return (group_cpu_seconds(self.mlflow.pid), group_cpu_seconds(self.receiver.pid) if self.receiver else 0.0,
                 benchlib.cpu_seconds(self.postgres.pids()) if self.postgres else 0.0,
                 benchlib.cpu_seconds(mlflow_db.pids()) if mlflow_db else 0.0)
 
-    def run(self) -> dict:
+    def start(self) -> "Stack":
         import tempfile
 
         import psycopg
         from mlflow import MlflowClient
 
-        from hokusai_mlflow_plugin.db.session import libpq_dsn, session_factory
+        from hokusai_mlflow_plugin.db.session import session_factory
         from hokusai_mlflow_plugin.stack.local import receiver_command
         from hokusai_mlflow_plugin.stack.mlflow_server import server_command, server_env, write_ahead_log
         from hokusai_mlflow_plugin.stack.process import ManagedProcess, free_port
         from tests.harness import TEST_ENCRYPTION_KEY
 
         args = self.args
-        workdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-"))
-        mlflow = receiver = consumer = door = None
-        own_affinity = os.sched_getaffinity(0)
+        self.workdir = workdir = Path(tempfile.mkdtemp(prefix="hokusai-bench-burst-"))
+        hokusai_cpus = {int(HOKUSAI_CPU)} if self.pin else None  # the door and the consumer run with Hokusai
         if self.postgres is not None:  # its backends, forked from now on, inherit the postmaster's CPUs
-            set_affinity(self.postgres.pids(), {int(HOKUSAI_CPU)} if self.pin else own_affinity)
+            set_affinity(self.postgres.pids(), {int(HOKUSAI_CPU)} if self.pin else self.own_affinity)
         if self.mlflow_postgres is not None:
             server, pg_port = self.mlflow_postgres
-            set_affinity(server.pids(), {int(MLFLOW_CPU)} if self.pin else own_affinity)
+            set_affinity(server.pids(), {int(MLFLOW_CPU)} if self.pin else self.own_affinity)
             with psycopg.connect(host="127.0.0.1", port=pg_port, user="postgres", dbname="postgres", autocommit=True) as conn:
                 conn.execute(f"CREATE DATABASE mlflow_r{self.number}")
-            backend = f"postgresql://postgres@127.0.0.1:{pg_port}/mlflow_r{self.number}"
+            self.backend = f"postgresql://postgres@127.0.0.1:{pg_port}/mlflow_r{self.number}"
         else:
-            backend = f"sqlite:///{workdir / 'mlflow.db'}"
-        try:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            env = server_env(TEST_ENCRYPTION_KEY, cache_ttl=1)
-            for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI"):
-                env.pop(var, None)
-            if args.journal == "wal" and self.mlflow_postgres is None:  # as `hokusai up` runs it, in every round alike
-                write_ahead_log(workdir / "mlflow.db")
-            cmd = server_command(backend, workdir / "artifacts", "127.0.0.1", port,
-                                 workers=args.mlflow_workers, hokusai_store=self.kind != "alone")
-            mlflow = ManagedProcess("mlflow server", pinned(cmd, MLFLOW_CPU if self.pin else None), env,
-                                    workdir / "mlflow.log").start()
-            mlflow.wait_http(url + "/health", timeout=120)
-            client = MlflowClient(tracking_uri=url, registry_uri=url)
-            sessions = session_factory(self.db_url)
-            prepared = benchlib.prepare(client, sessions, args.versions, "bench-burst", tag=f"B{self.number}")
-            name = f"bench-burst-{uuid.uuid4().hex[:8]}"
-            benchlib.ensure_registered_model(client, name)
+            self.backend = f"sqlite:///{workdir / 'mlflow.db'}"
+        port = free_port()
+        self.url = url = f"http://127.0.0.1:{port}"
+        env = server_env(TEST_ENCRYPTION_KEY, cache_ttl=1)
+        for var in ("HOKUSAI_TOKEN_ID", "HOKUSAI_METRIC", "HOKUSAI_BASELINE", "MLFLOW_TRACKING_URI"):
+            env.pop(var, None)
+        if args.journal == "wal" and self.mlflow_postgres is None:  # as `hokusai up` runs it, in every round alike
+            write_ahead_log(workdir / "mlflow.db")
+        cmd = server_command(self.backend, workdir / "artifacts", "127.0.0.1", port,
+                             workers=args.mlflow_workers, hokusai_store=self.kind != "alone")
+        self.mlflow = ManagedProcess("mlflow server", pinned(cmd, MLFLOW_CPU if self.pin else None), env,
+                                     workdir / "mlflow.log").start()
+        self.mlflow.wait_http(url + "/health", timeout=120)
+        self.client = client = MlflowClient(tracking_uri=url, registry_uri=url)
+        self.sessions = session_factory(self.db_url)
+        self.receiver_log = workdir / "receiver.log"
+        if self.kind == "door":
+            self.door = Consumer(hokusai_cpus)
+            client.create_webhook(name="door", url=self.door.url, events=["model_version.created", "model_version_tag.set"],
+                                  secret=SECRET)
+            time.sleep(2.5)  # past MLFLOW_WEBHOOK_CACHE_TTL (1 s here)
+        if self.attached:
+            self.consumer = Consumer(hokusai_cpus)
+            rport = free_port()
+            renv = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
+            renv.update({
+                "HOKUSAI_HOME": str(workdir / "home"), "HOKUSAI_DATABASE_URL": self.db_url, "HOKUSAI_WEBHOOK_SECRET": SECRET,
+                "MLFLOW_TRACKING_URI": url, "HOKUSAI_LOG_LEVEL": "WARNING",
+                **({"HOKUSAI_MLFLOW_STORE_URI": self.backend} if self.kind == "attached-store" else {}),
+                "HOKUSAI_EVENT_WEBHOOK_URL": self.consumer.url,
+                "HOKUSAI_EVENT_WEBHOOK_SECRET": "whsec_" + "YmVuY2gtYnVyc3Qtc2VjcmV0LWtleQ==",
+            })
+            rcmd = receiver_command("127.0.0.1", rport, args.workers)
+            self.receiver = ManagedProcess("receiver (gunicorn)", pinned(rcmd, HOKUSAI_CPU if self.pin else None), renv,
+                                           self.receiver_log).start()
+            self.receiver.wait_http(f"http://127.0.0.1:{rport}/health", timeout=60)
+            client.create_webhook(name="hokusai-receiver", url=f"http://127.0.0.1:{rport}/webhooks/mlflow",
+                                  events=["model_version.created", "model_version_tag.set"], secret=SECRET)
+            time.sleep(2.5)  # past MLFLOW_WEBHOOK_CACHE_TTL (1 s here)
+        return self
 
-            receiver_log = workdir / "receiver.log"
-            if self.kind == "door":
-                door = Consumer()
-                client.create_webhook(name="door", url=door.url, events=["model_version.created", "model_version_tag.set"],
-                                      secret=SECRET)
-                time.sleep(2.5)  # past MLFLOW_WEBHOOK_CACHE_TTL (1 s here)
-            if self.attached:
-                consumer = Consumer()
-                rport = free_port()
-                renv = {k: v for k, v in os.environ.items() if not k.startswith(("HOKUSAI_", "MLFLOW_"))}
-                renv.update({
-                    "HOKUSAI_HOME": str(workdir / "home"), "HOKUSAI_DATABASE_URL": self.db_url, "HOKUSAI_WEBHOOK_SECRET": SECRET,
-                    "MLFLOW_TRACKING_URI": url, "HOKUSAI_LOG_LEVEL": "WARNING",
-                    **({"HOKUSAI_MLFLOW_STORE_URI": backend} if self.kind == "attached-store" else {}),
-                    "HOKUSAI_EVENT_WEBHOOK_URL": consumer.url, "HOKUSAI_EVENT_WEBHOOK_SECRET": "whsec_" + "YmVuY2gtYnVyc3Qtc2VjcmV0LWtleQ==",
-                })
-                rcmd = receiver_command("127.0.0.1", rport, args.workers)
-                receiver = ManagedProcess("receiver (gunicorn)", pinned(rcmd, HOKUSAI_CPU if self.pin else None), renv, receiver_log).start()
-                receiver.wait_http(f"http://127.0.0.1:{rport}/health", timeout=60)
-                client.create_webhook(name="hokusai-receiver", url=f"http://127.0.0.1:{rport}/webhooks/mlflow",
-                                      events=["model_version.created", "model_version_tag.set"], secret=SECRET)
-                time.sleep(2.5)  # past MLFLOW_WEBHOOK_CACHE_TTL (1 s here)
-            mlflow_mark = mlflow.log_path.stat().st_size
-            receiver_mark = receiver_log.stat().st_size if receiver else 0
-            if self.pin:
-                os.sched_setaffinity(0, {int(HOKUSAI_CPU)})  # the writers: with Hokusai, off MLflow's core
-            cpu0 = self.cpu_seconds(mlflow, receiver)
+    def prepare(self) -> tuple[str, list]:
+        """A new registered model and ``--versions`` draft tokens with their runs and LoggedModels
+        (outside the timed region): one burst's worth."""
+        self.bursts += 1
+        prepared = benchlib.prepare(self.client, self.sessions, self.args.versions, "bench-burst",
+                                    tag=f"B{self.number}-{self.bursts}", threads=self.args.writers)
+        name = f"bench-burst-{uuid.uuid4().hex[:8]}"
+        benchlib.ensure_registered_model(self.client, name)
+        return name, prepared
+
+    def burst(self, name: str, prepared: list) -> dict:
+        """``--writers`` threads create a version for each of ``prepared``; then, attached, wait for
+        every decision, its downstream event and its outcome tags, and for MLflow's log to go quiet."""
+        import psycopg
+        from mlflow import MlflowClient
+
+        from hokusai_mlflow_plugin.db.session import libpq_dsn
+
+        args = self.args
+        mlflow_mark = self.mlflow.log_path.stat().st_size
+        receiver_mark = self.receiver_log.stat().st_size if self.receiver else 0
+        door_mark = self.door.deliveries if self.door is not None else 0
+        try:
+            if self.pin:  # the writers' threads, started from this one, inherit its CPUs
+                os.sched_setaffinity(0, {int(WRITERS_CPU[args.writers_cpu])})
+            cpu0 = self.cpu_seconds()
 
             returned: dict[str, float] = {}
+            writers_cpu: list[float] = []
             slices = [prepared[i::args.writers] for i in range(args.writers)]
 
             def writer(mine):
-                own = MlflowClient(tracking_uri=url, registry_uri=url)
+                own = MlflowClient(tracking_uri=self.url, registry_uri=self.url)
+                spent = time.thread_time()
                 for p in mine:
                     benchlib.create_version(own, name, p)
                     returned[p.token_id] = time.time()
+                writers_cpu.append(time.thread_time() - spent)
 
             threads = [threading.Thread(target=writer, args=(s,)) for s in slices]
             started = time.time()
@@ -313,12 +348,12 @@ class Round:
             for t in threads:
                 t.join()
             created = max(returned.values())
-            if door is not None:  # every delivery in (MLflow sends them from a pool, after its answer)
+            if self.door is not None:  # every delivery in (MLflow sends them from a pool, after its answer)
                 deadline = time.time() + args.timeout
-                while door.deliveries < args.versions and time.time() < deadline:
+                while self.door.deliveries - door_mark < args.versions and time.time() < deadline:
                     time.sleep(0.05)
             result = {"kind": self.kind, "attached": self.attached, "pin": self.pin, "mlflow_rate": args.versions / (created - started),
-                      "created_s": created - started}
+                      "created_s": created - started, "writers_cpu_ms": sum(writers_cpu) * 1000 / args.versions}
             rows = []
             if self.attached:
                 ids = [p.token_id for p in prepared]
@@ -327,41 +362,61 @@ class Round:
                     query = "SELECT token_id, outcome, created_at FROM hokusai_registrations WHERE token_id = ANY(%s)"
                     while time.time() < deadline:
                         rows = conn.execute(query, (ids,)).fetchall()
-                        # this round's tokens: a backlog of an earlier round's events may arrive here too
-                        if len(rows) >= args.versions and sum(t in consumer.arrivals for t in ids) >= args.versions:
+                        # this burst's tokens: a backlog of an earlier burst's events may arrive here too
+                        if len(rows) >= args.versions and sum(t in self.consumer.arrivals for t in ids) >= args.versions:
                             break
                         time.sleep(0.05)
-                result["tagged"], result["tags_s"] = wait_for_outcome_tags(backend, name, args.versions,
+                result["tagged"], result["tags_s"] = wait_for_outcome_tags(self.backend, name, args.versions,
                                                                            time.time() + args.timeout)
                 result["tags_s"] -= created
-                quiet_tail(mlflow.log_path)  # the tail: the outcome tags and the deliveries they fire
-            cpu1 = self.cpu_seconds(mlflow, receiver)
-            os.sched_setaffinity(0, own_affinity)
-            result["mlflow_calls"] = requests_by_endpoint(mlflow.log_path, mlflow_mark)
-            result["receiver_calls"] = requests_by_endpoint(receiver_log, receiver_mark) if receiver else collections.Counter()
-            result["door_deliveries"] = door.deliveries if door is not None else 0
-            result["mlflow_cpu_ms"] = (cpu1[0] - cpu0[0]) * 1000 / args.versions
-            result["receiver_cpu_ms"] = (cpu1[1] - cpu0[1]) * 1000 / args.versions
-            result["postgres_cpu_ms"] = (cpu1[2] - cpu0[2]) * 1000 / args.versions if self.postgres is not None else None
-            result["mlflow_db_cpu_ms"] = (cpu1[3] - cpu0[3]) * 1000 / args.versions if self.mlflow_postgres is not None else None
-            result["locked"] = mlflow.log_path.read_text(errors="replace").count("database is locked")
-            if self.attached:
-                decided_at = {t: (c if c.tzinfo else c.replace(tzinfo=UTC)).timestamp() for t, _, c in rows}
-                result["outcomes"] = dict(collections.Counter(o for _, o, _ in rows))
-                result["decided"] = len(rows)
-                result["lag"] = [(decided_at[t] - returned[t]) * 1000 for t in decided_at if t in returned]
-                result["downstream"] = [(consumer.arrivals[t] - returned[t]) * 1000 for t in consumer.arrivals if t in returned]
-                result["decision_rate"] = len(rows) / (max(decided_at.values()) - started) if rows else 0.0
-            return result
+                quiet_tail(self.mlflow.log_path)  # the tail: the outcome tags and the deliveries they fire
+            cpu1 = self.cpu_seconds()
         finally:
-            os.sched_setaffinity(0, own_affinity)
-            if receiver is not None:
-                receiver.stop()
-            if mlflow is not None:
-                mlflow.stop()
-            for server in (consumer, door):
-                if server is not None:
-                    server.shutdown()
+            os.sched_setaffinity(0, self.own_affinity)
+        result["mlflow_calls"] = requests_by_endpoint(self.mlflow.log_path, mlflow_mark)
+        result["receiver_calls"] = requests_by_endpoint(self.receiver_log, receiver_mark) if self.receiver else collections.Counter()
+        result["door_deliveries"] = self.door.deliveries - door_mark if self.door is not None else 0
+        result["mlflow_cpu_ms"] = (cpu1[0] - cpu0[0]) * 1000 / args.versions
+        result["receiver_cpu_ms"] = (cpu1[1] - cpu0[1]) * 1000 / args.versions
+        result["postgres_cpu_ms"] = (cpu1[2] - cpu0[2]) * 1000 / args.versions if self.postgres is not None else None
+        result["mlflow_db_cpu_ms"] = (cpu1[3] - cpu0[3]) * 1000 / args.versions if self.mlflow_postgres is not None else None
+        result["locked"] = self.mlflow.log_path.read_text(errors="replace")[mlflow_mark:].count("database is locked")
+        if self.attached:
+            decided_at = {t: (c if c.tzinfo else c.replace(tzinfo=UTC)).timestamp() for t, _, c in rows}
+            result["outcomes"] = dict(collections.Counter(o for _, o, _ in rows))
+            result["decided"] = len(rows)
+            result["lag"] = [(decided_at[t] - returned[t]) * 1000 for t in decided_at if t in returned]
+            result["downstream"] = [(self.consumer.arrivals[t] - returned[t]) * 1000 for t in self.consumer.arrivals if t in returned]
+            result["decision_rate"] = len(rows) / (max(decided_at.values()) - started) if rows else 0.0
+        return result
+
+    def stop(self) -> None:
+        os.sched_setaffinity(0, self.own_affinity)
+        if self.receiver is not None:
+            self.receiver.stop()
+        if self.mlflow is not None:
+            self.mlflow.stop()
+        for server in (self.consumer, self.door):
+            if server is not None:
+                server.shutdown()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "Stack":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def one_round(args, db_url: str, kind: str, pin: bool, number: int, postgres=None, mlflow_postgres=None) -> dict:
+    """A fresh stack of ``kind``, one burst, stopped."""
+    with Stack(args, db_url, kind, pin, number, postgres, mlflow_postgres) as stack:
+        return stack.burst(*stack.prepare())
 
 
 def report(r: dict, n: int) -> None:
@@ -380,6 +435,7 @@ def report(r: dict, n: int) -> None:
     print(f"   MLflow per version: {sum(calls.values()) / n:.2f} requests, {writes / n:.2f} database writes, "
           f"{r['mlflow_cpu_ms']:.1f} ms CPU" + (f" and its PostgreSQL's {r['mlflow_db_cpu_ms']:.1f} ms" if r["mlflow_db_cpu_ms"] is not None else "")
           + f"; 'database is locked' in its log: {r['locked']}")
+    print(f"   the writers (MLflow's clients) per version: {r['writers_cpu_ms']:.1f} ms CPU")
     for endpoint, count in calls.most_common():
         print(f"     {count / n:6.2f}  {endpoint}")
     if r["attached"]:
@@ -409,6 +465,13 @@ def main() -> None:
     parser.add_argument("--token-db", choices=("private", "shared"), default="private",
                         help="the token database: a PostgreSQL server this run starts (chaos.py's), pinned with Hokusai in pinned "
                              "rounds (private), or a database on the machine's server at 127.0.0.1:5432, which runs on any core (shared)")
+    parser.add_argument("--writers-cpu", choices=tuple(WRITERS_CPU), default="hokusai",
+                        help="in pinned rounds, the writers' core: Hokusai's (the earlier sessions' runs), where a busy receiver "
+                             "also slows MLflow's clients, or MLflow's, where only MLflow's server and its clients share a core and "
+                             "Hokusai has the other to itself")
+    parser.add_argument("--interleave", type=int, default=0, metavar="CYCLES",
+                        help="instead of --rounds: start one stack of each kind per pinning mode and run CYCLES bursts on each, "
+                             "in turn (alone, door, attached, then back), so that a drifting machine touches every kind alike")
     parser.add_argument("--door", action="store_true",
                         help="also a round of the webhook design's floor: the store and the webhook, to a door that answers 204")
     args = parser.parse_args()
@@ -421,7 +484,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM stops what this run started
     print(benchlib.machine_facts(), flush=True)
     print(f"MLflow's database: {args.mlflow_db}" + (f", journal {args.journal}" if args.mlflow_db == "sqlite" else "")
-          + f"; the token database: {args.token_db}", flush=True)
+          + f"; the token database: {args.token_db}; pinned writers on {args.writers_cpu}'s core", flush=True)
     results = []
     with contextlib.ExitStack() as stack:  # unwound in reverse: the token database's pool, MLflow's server, the token server
         postgres, _, db_url = stack.enter_context(private_postgres("hokusai-bench-burst-pg-") if args.token_db == "private"
@@ -429,16 +492,30 @@ def main() -> None:
         mlflow_postgres = stack.enter_context(private_postgres("hokusai-bench-burst-mlflow-pg-"))[:2] if args.mlflow_db == "postgres" else None
         stack.callback(dispose, db_url)
         upgrade(db_url)
+        attached = {"server": ("attached",), "store": ("attached-store",), "both": ("attached", "attached-store")}[args.reads]
+        kinds = ("alone", *(("door",) if args.door else ()), *attached)
         number = 0
+
+        def done(r: dict) -> None:
+            report(r, args.versions)
+            results.append(r)
+            sys.stdout.flush()
+
         for pin in {"no": [False], "yes": [True], "both": [False, True]}[args.pin]:
+            if args.interleave:  # one stack of each kind, their bursts in turn: A B C, C B A, A B C, ...
+                with contextlib.ExitStack() as running:
+                    stacks = {}
+                    for kind in kinds:
+                        number += 1
+                        stacks[kind] = running.enter_context(Stack(args, db_url, kind, pin, number, postgres, mlflow_postgres))
+                    for cycle in range(args.interleave):
+                        for kind in kinds if cycle % 2 == 0 else kinds[::-1]:
+                            done(stacks[kind].burst(*stacks[kind].prepare()))
+                continue
             for _ in range(args.rounds):
-                attached = {"server": ("attached",), "store": ("attached-store",), "both": ("attached", "attached-store")}[args.reads]
-                for kind in ("alone", *(("door",) if args.door else ()), *attached):
+                for kind in kinds:
                     number += 1
-                    r = Round(args, db_url, kind, pin, number, postgres, mlflow_postgres).run()
-                    report(r, args.versions)
-                    results.append(r)
-                    sys.stdout.flush()
+                    done(one_round(args, db_url, kind, pin, number, postgres, mlflow_postgres))
 
     n = args.versions
     print(f"\n== summary: {n} versions by {args.writers} writers per round")
@@ -456,6 +533,11 @@ def main() -> None:
                 print(f"{'yes' if pin else 'no':<4} {reads:<6} {a['mlflow_rate']:9.1f}/s {h['mlflow_rate']:8.1f}/s {h['mlflow_rate'] / a['mlflow_rate']:6.2f}"
                       f" {h['decision_rate'] / h['mlflow_rate']:11.2f} {benchlib.pct(h['lag'], 99):9.0f} ms"
                       f" {sum(h['mlflow_calls'].values()) / n:9.2f} {a['mlflow_cpu_ms']:12.1f}, {h['mlflow_cpu_ms']:.1f}")
+        for kind, label in (("door", "the door"), ("attached", "attached, server reads"), ("attached-store", "attached, store reads")):
+            ratios = [h["mlflow_rate"] / a["mlflow_rate"] for a, h in zip(alone, [r for r in results if r["pin"] == pin and r["kind"] == kind])]
+            if ratios:
+                print(f"{'yes' if pin else 'no':<4} {label}: median ratio {statistics.median(ratios):.2f} of MLflow alone over {len(ratios)}"
+                      f" (min {min(ratios):.2f}, max {max(ratios):.2f})")
     print("goals: attached >= 0.8 x alone (pinned); decided >= 0.95 x MLflow; p99 < 1000 ms; <= 3 requests per version")
     print(benchlib.finished())
 

@@ -200,9 +200,12 @@ def hokusai_tags(token_id: str) -> dict[str, str]:
     return {"hokusai_token_id": token_id, "hokusai_metric": METRIC, "hokusai_baseline": str(BASELINE)}
 
 
-def prepare(client, sessions, n: int, experiment: str, tag: str = "BN") -> list[Prepared]:
+def prepare(client, sessions, n: int, experiment: str, tag: str = "BN", threads: int = 1) -> list[Prepared]:
     """``n`` draft tokens (one transaction) and, per token, a run with its tags and metric and a
-    finalised LoggedModel with the same tags, as a training run with HOKUSAI_TOKEN_ID leaves them."""
+    finalised LoggedModel with the same tags, as a training run with HOKUSAI_TOKEN_ID leaves them;
+    ``threads`` make them side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from mlflow.entities import Metric
 
     from hokusai_mlflow_plugin.db.models import Token
@@ -211,16 +214,18 @@ def prepare(client, sessions, n: int, experiment: str, tag: str = "BN") -> list[
     token_ids = [f"{tag}-{uuid.uuid4().hex[:12].upper()}" for _ in range(n)]
     with sessions.begin() as s:
         s.add_all(Token(token_id=t, status="draft", metric_name=METRIC, baseline_value=BASELINE) for t in token_ids)
-    out = []
-    for token_id in token_ids:
+
+    def one(token_id: str) -> Prepared:
         tags = hokusai_tags(token_id)
         run = client.create_run(exp_id, tags=tags)
         run_id = run.info.run_id
         client.log_batch(run_id, metrics=[Metric(METRIC, VALUE, int(time.time() * 1000), 0)])
         logged = client.create_logged_model(exp_id, source_run_id=run_id, tags=tags)
         client.finalize_logged_model(logged.model_id, "READY")
-        out.append(Prepared(token_id, run_id, logged.model_id))
-    return out
+        return Prepared(token_id, run_id, logged.model_id)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(one, token_ids))
 
 
 def create_version(client, name: str, p: Prepared) -> str:
