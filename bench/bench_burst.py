@@ -26,6 +26,13 @@ runs (``taskset``). The token database is a PostgreSQL server of the run's own (
 private``, chaos.py's): with the machine's shared server (``--token-db shared``, the earlier
 sessions' runs), whose processes are not ours to pin, each decision's writes ran on MLflow's core
 too (issue 23, fifth session). ``--pin both`` runs every round unpinned, then pinned.
+``--writers-cpu mlflow`` puts the pinned writers on MLflow's core instead, in every round alike:
+there a busy Hokusai core slows only Hokusai, not MLflow's clients (sixth session).
+
+Each round starts its stacks afresh, a minute apart; on a machine whose speed drifts by a third
+within minutes, ``--interleave CYCLES`` starts one stack of each kind per pinning mode and runs
+their bursts in turn, back and forth (alone, door, attached, attached, door, alone, ...), each on a
+new registered model with its own prepared sources, the stacks idle but running between their turns.
 
 Per round it also reports MLflow's side per decided version: its CPU time (its process group in
 ``/proc``), its requests by route, the webhook deliveries it dispatched (the receiver's access log),
@@ -212,7 +219,8 @@ def pinned(cmd: list[str], cpu: str | None) -> list[str]:
 class Stack:
     """MLflow's server and what is attached to it, started once (``start``), then one timed burst
     per ``burst`` call, then stopped (``stop``). ``kind``: ``alone`` is MLflow alone (plain
-    registry store, no webhook, no receiver); ``door`` is the floor of any webhook design: the
+    registry store, no webhook, no receiver); ``store`` the ``hokusai+`` store with no webhook (its
+    stamping alone); ``door`` is the floor of any webhook design: the
     ``hokusai+`` store and the webhook, delivered to a door that answers 204 at once and asks MLflow
     nothing; ``attached`` is Hokusai reading MLflow through its server, ``attached-store`` Hokusai
     reading (and tagging) MLflow's database directly (``HOKUSAI_MLFLOW_STORE_URI``, as ``hokusai up``
@@ -420,7 +428,7 @@ def one_round(args, db_url: str, kind: str, pin: bool, number: int, postgres=Non
 
 
 def report(r: dict, n: int) -> None:
-    label = {"alone": "MLflow alone", "door": "the door (store + webhook, 204 at once)", "attached": "attached, reads through MLflow's server",
+    label = {"alone": "MLflow alone", "store": "the hokusai+ store alone (no webhook)", "door": "the door (store + webhook, 204 at once)", "attached": "attached, reads through MLflow's server",
              "attached-store": "attached, reads MLflow's database (HOKUSAI_MLFLOW_STORE_URI)"}[r["kind"]]
     label += ", pinned" if r["pin"] else ", unpinned"
     print(f"\n-- {label}: MLflow created {r['mlflow_rate']:.1f} versions/s ({r['created_s']:.1f} s)")
@@ -472,6 +480,8 @@ def main() -> None:
     parser.add_argument("--interleave", type=int, default=0, metavar="CYCLES",
                         help="instead of --rounds: start one stack of each kind per pinning mode and run CYCLES bursts on each, "
                              "in turn (alone, door, attached, then back), so that a drifting machine touches every kind alike")
+    parser.add_argument("--store", action="store_true",
+                        help="also a round of the hokusai+ registry store with no webhook: what its stamping costs MLflow")
     parser.add_argument("--door", action="store_true",
                         help="also a round of the webhook design's floor: the store and the webhook, to a door that answers 204")
     args = parser.parse_args()
@@ -493,7 +503,7 @@ def main() -> None:
         stack.callback(dispose, db_url)
         upgrade(db_url)
         attached = {"server": ("attached",), "store": ("attached-store",), "both": ("attached", "attached-store")}[args.reads]
-        kinds = ("alone", *(("door",) if args.door else ()), *attached)
+        kinds = ("alone", *(("store",) if args.store else ()), *(("door",) if args.door else ()), *attached)
         number = 0
 
         def done(r: dict) -> None:
@@ -533,7 +543,7 @@ def main() -> None:
                 print(f"{'yes' if pin else 'no':<4} {reads:<6} {a['mlflow_rate']:9.1f}/s {h['mlflow_rate']:8.1f}/s {h['mlflow_rate'] / a['mlflow_rate']:6.2f}"
                       f" {h['decision_rate'] / h['mlflow_rate']:11.2f} {benchlib.pct(h['lag'], 99):9.0f} ms"
                       f" {sum(h['mlflow_calls'].values()) / n:9.2f} {a['mlflow_cpu_ms']:12.1f}, {h['mlflow_cpu_ms']:.1f}")
-        for kind, label in (("door", "the door"), ("attached", "attached, server reads"), ("attached-store", "attached, store reads")):
+        for kind, label in (("store", "the store alone"), ("door", "the door"), ("attached", "attached, server reads"), ("attached-store", "attached, store reads")):
             ratios = [h["mlflow_rate"] / a["mlflow_rate"] for a, h in zip(alone, [r for r in results if r["pin"] == pin and r["kind"] == kind])]
             if ratios:
                 print(f"{'yes' if pin else 'no':<4} {label}: median ratio {statistics.median(ratios):.2f} of MLflow alone over {len(ratios)}"
