@@ -394,6 +394,9 @@ class Stack:
             result["outcomes"] = dict(collections.Counter(o for _, o, _ in rows))
             result["decided"] = len(rows)
             result["lag"] = [(decided_at[t] - returned[t]) * 1000 for t in decided_at if t in returned]
+            # when the slowest 1% of decisions were asked for, in seconds into the burst: a stall shows as one moment
+            slowest = sorted((decided_at[t] - returned[t], returned[t] - started) for t in decided_at if t in returned)
+            result["slowest_at"] = [at for _, at in slowest[-max(1, len(slowest) // 100):]]
             result["downstream"] = [(self.consumer.arrivals[t] - returned[t]) * 1000 for t in self.consumer.arrivals if t in returned]
             result["decision_rate"] = len(rows) / (max(decided_at.values()) - started) if rows else 0.0
         return result
@@ -438,6 +441,7 @@ def report(r: dict, n: int) -> None:
         print(benchlib.table([("   decision lag", benchlib.summary(r["lag"])), ("   downstream lag", benchlib.summary(r["downstream"]))],
                              cols=("median", "p90", "p99", "max"), digits=0))
         print(f"   outcome tags in MLflow: {r['tagged']} of {n} versions, {r['tags_s']:.1f} s after the last create returned")
+        print(f"   the slowest 1% of decisions: versions created at {', '.join(f'{at:.1f}' for at in sorted(r['slowest_at']))} s into the burst")
     calls = r["mlflow_calls"]
     writes = sum(c for e, c in calls.items() if e.rsplit("/", 1)[-1] in WRITE_ROUTES)
     print(f"   MLflow per version: {sum(calls.values()) / n:.2f} requests, {writes / n:.2f} database writes, "
