@@ -265,3 +265,14 @@ def test_a_linger_longer_than_most_is_waited_whole(written):
     pending.put("m", "1", "registered", "ok")
     assert pending.flush() is True
     assert clock.slept == [30] and len(written) == 1  # the operator's linger, not cut to `most`
+
+
+def test_the_sweep_leaves_the_receiver_its_longest_wait_before_it_writes_the_tags_itself():
+    """A burst's tags wait at most ``MOST`` after its oldest decision (the default linger is
+    shorter): the reconcile sweep must not take a version whose tags are only waiting for a lost one."""
+    from hokusai_mlflow_plugin.mlflow_io import outcome_tags
+    from hokusai_mlflow_plugin.registration.reconcile import RETAG_AFTER
+
+    pending = PendingOutcomeTags(NoServer())
+    assert pending.linger <= pending.most == outcome_tags.MOST
+    assert outcome_tags.MOST < RETAG_AFTER
