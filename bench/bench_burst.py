@@ -21,13 +21,14 @@ Issue 23 added, in the same run, **MLflow alone** as the baseline: the same serv
 SQLite) with MLflow's plain registry store and no webhook, the same prepared runs and LoggedModels,
 the same writers. The rounds alternate (alone, attached, alone, attached, ...) so that both see the
 same machine. ``--pin yes``: MLflow on CPU 0, every other process this script starts (the receiver
-under gunicorn, the token database's PostgreSQL) and the writers' own process on CPU 1, in both
-runs (``taskset``). The token database is a PostgreSQL server of the run's own (``--token-db
+under gunicorn, the token database's PostgreSQL, the door and the downstream consumer) on CPU 1, in
+both runs (``taskset``). The token database is a PostgreSQL server of the run's own (``--token-db
 private``, chaos.py's): with the machine's shared server (``--token-db shared``, the earlier
 sessions' runs), whose processes are not ours to pin, each decision's writes ran on MLflow's core
 too (issue 23, fifth session). ``--pin both`` runs every round unpinned, then pinned.
-``--writers-cpu mlflow`` puts the pinned writers on MLflow's core instead, in every round alike:
-there a busy Hokusai core slows only Hokusai, not MLflow's clients (sixth session).
+Since the sixth session the pinned writers run on MLflow's core (``--writers-cpu mlflow``), in
+every round alike: there a busy Hokusai core slows only Hokusai, not MLflow's clients, and the
+ratio is what Hokusai costs MLflow; ``--writers-cpu hokusai`` is the earlier sessions' placement.
 
 Each round starts its stacks afresh, a minute apart; on a machine whose speed drifts by a third
 within minutes, ``--interleave CYCLES`` starts one stack of each kind per pinning mode and runs
@@ -42,6 +43,7 @@ Goals (issue 23): MLflow's rate attached >= 0.8 x alone, pinned; decisions >= 0.
 p99 decision lag < 1 s; at most 3 MLflow requests per decided version.
 
     .venv/bin/python bench/bench_burst.py --versions 300 --writers 8 --rounds 2 --pin both
+    .venv/bin/python bench/bench_burst.py --versions 300 --writers 8 --interleave 8 --pin yes --door --reads store
 """
 
 from __future__ import annotations
@@ -477,10 +479,10 @@ def main() -> None:
     parser.add_argument("--token-db", choices=("private", "shared"), default="private",
                         help="the token database: a PostgreSQL server this run starts (chaos.py's), pinned with Hokusai in pinned "
                              "rounds (private), or a database on the machine's server at 127.0.0.1:5432, which runs on any core (shared)")
-    parser.add_argument("--writers-cpu", choices=tuple(WRITERS_CPU), default="hokusai",
-                        help="in pinned rounds, the writers' core: Hokusai's (the earlier sessions' runs), where a busy receiver "
-                             "also slows MLflow's clients, or MLflow's, where only MLflow's server and its clients share a core and "
-                             "Hokusai has the other to itself")
+    parser.add_argument("--writers-cpu", choices=tuple(WRITERS_CPU), default="mlflow",
+                        help="in pinned rounds, the writers' core: MLflow's (default), where only MLflow's server and its clients "
+                             "share a core and Hokusai has the other to itself, or Hokusai's (the earlier sessions' runs), where a "
+                             "busy receiver also slows MLflow's clients")
     parser.add_argument("--interleave", type=int, default=0, metavar="CYCLES",
                         help="instead of --rounds: start one stack of each kind per pinning mode and run CYCLES bursts on each, "
                              "in turn (alone, door, attached, then back), so that a drifting machine touches every kind alike")
