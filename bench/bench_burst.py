@@ -80,7 +80,7 @@ class Consumer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, cpus: set[int] | None = None):
+    def __init__(self, cpus: set[int] | None = None, delay: float = 0.0):
         self.arrivals: dict[str, float] = {}
         self.deliveries = 0
         consumer = self
@@ -101,6 +101,8 @@ class Consumer(ThreadingHTTPServer):
                         consumer.arrivals.setdefault(event["payload"]["token_id"], now)
                 except (ValueError, KeyError, TypeError):
                     pass
+                if delay:  # a door that answers as late as the receiver does (--door-delay)
+                    time.sleep(delay)
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -288,7 +290,7 @@ class Stack:
         self.sessions = session_factory(self.db_url)
         self.receiver_log = workdir / "receiver.log"
         if self.kind == "door":
-            self.door = Consumer(hokusai_cpus)
+            self.door = Consumer(hokusai_cpus, delay=args.door_delay / 1000)
             client.create_webhook(name="door", url=self.door.url, events=["model_version.created", "model_version_tag.set"],
                                   secret=SECRET)
             time.sleep(2.5)  # past MLFLOW_WEBHOOK_CACHE_TTL (1 s here)
@@ -488,6 +490,9 @@ def main() -> None:
                              "in turn (alone, door, attached, then back), so that a drifting machine touches every kind alike")
     parser.add_argument("--store", action="store_true",
                         help="also a round of the hokusai+ registry store with no webhook: what its stamping costs MLflow")
+    parser.add_argument("--door-delay", type=float, default=0.0, metavar="MS",
+                        help="the door answers each delivery after this many milliseconds (the receiver's answer time under a "
+                             "burst, to tell its cost to MLflow apart from the rest of Hokusai's)")
     parser.add_argument("--door", action="store_true",
                         help="also a round of the webhook design's floor: the store and the webhook, to a door that answers 204")
     args = parser.parse_args()
