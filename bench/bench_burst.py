@@ -392,7 +392,7 @@ class Stack:
         result["receiver_cpu_ms"] = (cpu1[1] - cpu0[1]) * 1000 / args.versions
         result["postgres_cpu_ms"] = (cpu1[2] - cpu0[2]) * 1000 / args.versions if self.postgres is not None else None
         result["mlflow_db_cpu_ms"] = (cpu1[3] - cpu0[3]) * 1000 / args.versions if self.mlflow_postgres is not None else None
-        result["locked"] = self.mlflow.log_path.read_text(errors="replace")[mlflow_mark:].count("database is locked")
+        result["locked"] = self.mlflow.log_path.read_bytes()[mlflow_mark:].count(b"database is locked")  # mark: a byte offset
         if self.attached:
             decided_at = {t: (c if c.tzinfo else c.replace(tzinfo=UTC)).timestamp() for t, _, c in rows}
             result["outcomes"] = dict(collections.Counter(o for _, o, _ in rows))
@@ -406,7 +406,6 @@ class Stack:
         return result
 
     def stop(self) -> None:
-        os.sched_setaffinity(0, self.own_affinity)
         if self.receiver is not None:
             self.receiver.stop()
         if self.mlflow is not None:
