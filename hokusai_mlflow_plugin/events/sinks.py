@@ -130,11 +130,19 @@ class RedisStreamSink(Sink):
 
     def __init__(self, url: str, stream: str):
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.stream = stream
         self.name = f"redis:{stream}"
         self.timeout = 15.0  # connect (5 s) and then the command (10 s)
-        self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        # No retries of redis-py's own, said outright: its defaults differ between versions and
+        # between constructors (8.1: none through from_url, 10 through Redis(host=...)). A retry would
+        # send the XADD again, unseen, after a reply lost on a cut connection, and a send could then
+        # outlast ``timeout`` and so the relay's lease. The relay retries, after its backoff, recorded.
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
+        )
 
     def send(self, event_id: str, event_type: str, body: str) -> Result:
         import redis

@@ -85,6 +85,52 @@ class TcpProxy(_Listener):
             threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
 
 
+class ReplyLosingProxy(TcpProxy):
+    """Forwards every connection to ``target``, but once a client has sent ``command`` the reply to
+    it is never passed on: the connection is cut as it arrives (the command was carried out, its
+    answer lost, as when a network drops between the two)."""
+
+    def __init__(self, host: str, port: int, command: bytes):
+        super().__init__(host, port)
+        self.command = command
+        self.lost = 0
+
+    def serve(self, conn: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            _cut(conn)
+            return
+        upstream.settimeout(None)
+        self.track(upstream)
+        sent = threading.Event()
+
+        def requests() -> None:
+            try:
+                while data := conn.recv(65536):
+                    if self.command in data:
+                        sent.set()  # before it is passed on: its answer cannot arrive first
+                    upstream.sendall(data)
+            except OSError:
+                pass
+
+        def replies() -> None:
+            try:
+                while data := upstream.recv(65536):
+                    if sent.is_set():
+                        with self._lock:
+                            self.lost += 1
+                        break
+                    conn.sendall(data)
+            except OSError:
+                pass
+            _cut(conn)
+            _cut(upstream)
+
+        threading.Thread(target=requests, daemon=True).start()
+        threading.Thread(target=replies, daemon=True).start()
+
+
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
     try:
         while data := src.recv(65536):

@@ -15,7 +15,7 @@ from hokusai_mlflow_plugin.cli import main as cli
 from hokusai_mlflow_plugin.db.session import session_factory
 from hokusai_mlflow_plugin.events.relay import Relay, RetryPolicy
 from hokusai_mlflow_plugin.events.sinks import RedisStreamSink, WebhookSink
-from tests.events.consumers import HangingConsumer, TcpProxy
+from tests.events.consumers import HangingConsumer, ReplyLosingProxy, TcpProxy
 from tests.events.helpers import FAST, SECRET, add_events, attempts, deliveries, wait_until
 from tests.harness import REDIS_HOST, REDIS_PORT, require_service
 
@@ -57,7 +57,10 @@ def test_redis_down_holds_the_stream_alone_and_it_catches_up(db_url, sink_server
     try:
         [before] = add_events(db_url)
         relay.kick()
-        assert wait_until(lambda: direct.xlen(stream) == 1, timeout=10)  # through the proxy, pooled
+        # through the proxy, pooled; and its reply back (in Redis is not enough: a reply still on its
+        # way when the proxy cuts is lost, and the event is then rightly sent again, at least once)
+        assert wait_until(lambda: statuses(db_url, redis_sink.name) == {"delivered"}, timeout=10)
+        assert direct.xlen(stream) == 1
 
         proxy.close()  # Redis goes down: the relay's pooled connection is cut, new ones refused
         during = add_events(db_url, 3)
@@ -77,6 +80,24 @@ def test_redis_down_holds_the_stream_alone_and_it_catches_up(db_url, sink_server
     sent = [fields[b"event_id"].decode() for _, fields in direct.xrange(stream)]
     assert sorted(sent) == sorted([before, *during]) and len(sent) == 4  # each once
     assert len(hook.requests) == 4  # the webhook was not sent anything twice
+
+
+def test_a_lost_redis_reply_is_one_failed_send_and_the_xadd_ran_once(redis_proxy):
+    """A reply lost on a cut connection: the send fails, says why, and the XADD ran once. A client
+    with redis-py's retries (10 through ``Redis(host=...)`` in 8.1) sends it again by itself, unseen
+    by the relay and past the sink's timeout; the relay's own retry is the one that resends,
+    recorded, after its backoff."""
+    _, stream, direct = redis_proxy
+    losing = ReplyLosingProxy(REDIS_HOST, REDIS_PORT, b"XADD").open()
+    sink = RedisStreamSink(f"redis://127.0.0.1:{losing.port.port}/0", stream)
+    try:
+        result = sink.send("e-1", "token_ready_for_deploy", "{}")
+    finally:
+        sink.close()
+        losing.release()
+    assert not result.ok and result.error.startswith("ConnectionError"), result
+    assert losing.lost == 1
+    assert [fields[b"event_id"] for _, fields in direct.xrange(stream)] == [b"e-1"]
 
 
 # -- a consumer that hangs -------------------------------------------------------------------------
