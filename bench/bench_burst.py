@@ -83,6 +83,7 @@ class Consumer(ThreadingHTTPServer):
     def __init__(self, cpus: set[int] | None = None, delay: float = 0.0):
         self.arrivals: dict[str, float] = {}
         self.deliveries = 0
+        self._count = threading.Lock()  # its handler threads count together
         consumer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -94,7 +95,8 @@ class Consumer(ThreadingHTTPServer):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 now = time.time()
-                consumer.deliveries += 1
+                with consumer._count:
+                    consumer.deliveries += 1
                 try:
                     event = json.loads(body)
                     if event["event_type"] == "token_ready_for_deploy":

@@ -52,9 +52,9 @@ def ui(stack_postgres):
 class Person:
     """One person's browser, at the MLflow UI through the gateway."""
 
-    def __init__(self, browser, ui: MlflowUi, name: str):
+    def __init__(self, chromium, ui: MlflowUi, name: str):
         self.ui, self.name = ui, name
-        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
+        self.context = chromium.new_context(viewport={"width": 1400, "height": 900})
         self.page = self.context.new_page()
         self.page.set_default_timeout(WAIT)
         self.refused: list[str] = []  # every answer of the gateway that refused a request of the UI's
