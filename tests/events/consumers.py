@@ -81,6 +81,9 @@ class TcpProxy(_Listener):
             return
         upstream.settimeout(None)
         self.track(upstream)
+        self.relay(conn, upstream)
+
+    def relay(self, conn: socket.socket, upstream: socket.socket) -> None:
         for src, dst in ((conn, upstream), (upstream, conn)):
             threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
 
@@ -95,14 +98,7 @@ class ReplyLosingProxy(TcpProxy):
         self.command = command
         self.lost = 0
 
-    def serve(self, conn: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(self.target, timeout=5)
-        except OSError:
-            _cut(conn)
-            return
-        upstream.settimeout(None)
-        self.track(upstream)
+    def relay(self, conn: socket.socket, upstream: socket.socket) -> None:
         sent = threading.Event()
 
         def requests() -> None:
