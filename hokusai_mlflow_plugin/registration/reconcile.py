@@ -11,7 +11,7 @@ versions were all rejected stays a draft: there may be thousands).
 
 It also writes the outcome tags that a decision lost: the receiver writes them after its commit
 (gathered until a burst pauses, ``outcome_tags.MOST`` at most), and a receiver killed in between loses them. A
-version of (1) decided more than ``RETAG_AFTER`` ago and still without ``hokusai_status`` gets its
+version of (1) decided more than ``retag_after`` ago (30 s by default) and still without ``hokusai_status`` gets its
 registration row's outcome, so the MLflow UI shows every decision.
 """
 
@@ -43,8 +43,19 @@ LAST_SWEEP = "reconcile.last_sweep"  # JSON: when the last sweep ended, and how 
 OVERLAP_MS = 5 * 60 * 1000  # versions created while the last sweep ran, clocks a little apart
 PAGE = 200
 #: seconds a decision's outcome tags are left to the receiver (its linger and its flush) before the
-#: sweep writes them for a version that still has none.
+#: sweep writes them for a version that still has none; longer when the receiver waits longer
+#: (``retag_after``).
 RETAG_AFTER = 30.0
+#: beyond the receiver's longest wait for a burst's pause (``outcome_tags.MOST``, or a longer
+#: ``HOKUSAI_OUTCOME_TAG_LINGER``): its flush's own time
+RETAG_MARGIN = 10.0
+
+
+def retag_after(service: RegistrationService) -> float:
+    """Seconds after a decision before the sweep writes its lost outcome tags: ``RETAG_AFTER``, or
+    the receiver's longest wait plus ``RETAG_MARGIN`` if an operator's linger makes that longer (the
+    sweep would otherwise write tags the receiver still holds). The sweep reads the same setting."""
+    return max(RETAG_AFTER, service.outcome_tags.most + RETAG_MARGIN)
 
 
 def _search(client, filter_string: str | None, order_by: list[str] | None = None):
@@ -107,12 +118,12 @@ def _recent(client, since: int) -> tuple[set[tuple[str, str]], set[tuple[str, st
     return recent, untagged, newest
 
 
-def _lost_outcomes(sessions, keys: set[tuple[str, str]]) -> dict[str, dict[str, tuple[str, str]]]:
-    """model -> version -> (outcome, reason): the versions among ``keys`` decided over
-    ``RETAG_AFTER`` ago (their outcome tags are no longer on their way)."""
+def _lost_outcomes(sessions, keys: set[tuple[str, str]], after: float) -> dict[str, dict[str, tuple[str, str]]]:
+    """model -> version -> (outcome, reason): the versions among ``keys`` decided over ``after``
+    seconds ago (their outcome tags are no longer on their way)."""
     if not keys:
         return {}
-    before = utcnow() - timedelta(seconds=RETAG_AFTER)
+    before = utcnow() - timedelta(seconds=after)
     pairs = sa.tuple_(Registration.model_name, Registration.model_version)
     lost: dict[str, dict[str, tuple[str, str]]] = {}
     with sessions() as session:
@@ -127,7 +138,7 @@ def _lost_outcomes(sessions, keys: set[tuple[str, str]]) -> dict[str, dict[str, 
 
 def _retag(service, untagged: set[tuple[str, str]]) -> None:
     """Write the outcome tags that decisions lost (an undecided version has no row: not here)."""
-    for name, outcomes in sorted(guarded(_lost_outcomes, service.sessions, untagged).items()):
+    for name, outcomes in sorted(guarded(_lost_outcomes, service.sessions, untagged, retag_after(service)).items()):
         if mlflow_facts.tag_outcomes(service.reader, name, outcomes):
             _logger.info("reconcile: model %r versions %s had lost their outcome tags; written again", name,
                          ", ".join(sorted(outcomes, key=tags.version_key)))
@@ -158,7 +169,7 @@ def reconcile_once(service: RegistrationService, searches: int = DRAFT_SEARCHES)
     """One sweep; ``searches``: how many drafts to search by tag (``DRAFT_SEARCHES``)."""
     sessions = service.sessions
     drafts, since, cursor = guarded(_drafts_and_state, sessions)
-    if not drafts and not guarded(_decided_lately, sessions):
+    if not drafts and not guarded(_decided_lately, sessions, retag_after(service)):
         guarded(_save_last_sweep, sessions, 0)
         return []
     try:
@@ -181,9 +192,9 @@ def reconcile_once(service: RegistrationService, searches: int = DRAFT_SEARCHES)
     return outcomes
 
 
-def _decided_lately(sessions) -> bool:
+def _decided_lately(sessions, retag: float) -> bool:
     """Was a version decided within the overlap window (whose outcome tags the sweep may have to write)?"""
-    since = utcnow() - timedelta(milliseconds=OVERLAP_MS + RETAG_AFTER * 1000)
+    since = utcnow() - timedelta(milliseconds=OVERLAP_MS + retag * 1000)
     with sessions() as session:
         return session.scalar(sa.select(Registration.id).where(Registration.created_at >= since).limit(1)) is not None
 

@@ -7,6 +7,7 @@ import time
 import uuid
 
 import mlflow
+import pytest
 import sqlalchemy as sa
 
 from hokusai_mlflow_plugin.db.models import SweepState, Token
@@ -66,15 +67,18 @@ def _sweep_until_decided(stack, service, client, searches, name, version) -> int
     raise AssertionError("the tag search never reached the token")
 
 
-def test_outcome_tags_lost_with_a_receiver_are_written_by_the_sweep(stack, monkeypatch, receiver_down, unique_name, token_id):
+@pytest.mark.parametrize("linger, wait", [(None, 30.0), (45.0, 55.0)], ids=["default", "linger-45s"])
+def test_outcome_tags_lost_with_a_receiver_are_written_by_the_sweep(stack, monkeypatch, receiver_down, unique_name, token_id,
+                                                                    linger, wait):
     """The receiver writes a decision's outcome tags after its commit, gathered for a moment: a
     receiver killed in between loses them (the chaos run found 30 of 1,000 versions untagged). The
-    sweep writes the registration's outcome on a version decided over RETAG_AFTER ago that still
-    has none, and leaves a fresh decision's tags to the receiver."""
+    sweep writes the registration's outcome on a version decided over ``wait`` ago (RETAG_AFTER, 30
+    s; an operator's linger of 45 s holds the tags that long, and the sweep waits 10 s more) that
+    still has none, and leaves a younger decision's tags to the receiver."""
     from datetime import timedelta
 
     from hokusai_mlflow_plugin.db.models import Registration
-    from hokusai_mlflow_plugin.registration.reconcile import RETAG_AFTER
+    from hokusai_mlflow_plugin.registration.reconcile import retag_after
 
     stack.create_token(token_id)
     monkeypatch.setenv("HOKUSAI_TOKEN_ID", token_id)
@@ -86,13 +90,23 @@ def test_outcome_tags_lost_with_a_receiver_are_written_by_the_sweep(stack, monke
     assert decided.status == "registered"
     assert "hokusai_status" not in stack.client.get_model_version(unique_name, version).tags
 
-    sweeper = RegistrationService(stack.sessions, stack.client)
-    reconcile_once(sweeper)  # just decided: the receiver's tags may still be on their way
-    assert "hokusai_status" not in stack.client.get_model_version(unique_name, version).tags
+    sweeper = RegistrationService(stack.sessions, stack.client, **({"outcome_tag_linger": linger} if linger else {}))
+    assert retag_after(sweeper) == wait
 
-    with stack.sessions.begin() as s:
-        row = s.scalars(sa.select(Registration).where(Registration.model_name == unique_name)).one()
-        row.created_at = row.created_at - timedelta(seconds=RETAG_AFTER + 5)
+    of_version = sa.select(Registration).where(Registration.model_name == unique_name)
+    with stack.sessions() as s:
+        at = s.scalars(of_version).one().created_at
+
+    def decided_ago(seconds: float) -> None:
+        with stack.sessions.begin() as s:
+            s.scalars(of_version).one().created_at = at - timedelta(seconds=seconds)
+
+    for seconds in (0, wait - 5):  # the receiver's tags may still be on their way
+        decided_ago(seconds)
+        reconcile_once(sweeper)
+        assert "hokusai_status" not in stack.client.get_model_version(unique_name, version).tags, seconds
+
+    decided_ago(wait + 5)
     assert reconcile_once(sweeper) == []  # nothing to decide
     written = stack.client.get_model_version(unique_name, version).tags
     assert written["hokusai_status"] == "registered"
