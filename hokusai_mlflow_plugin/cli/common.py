@@ -56,7 +56,9 @@ class Context:
         internal = self.settings.mlflow_internal_uri
         return RegistrationService(self.sessions(), client(internal) if internal else self.client(),
                                    provenance=self.settings.provenance,
-                                   reader=store_client(self.settings.mlflow_store_uri))  # MLflow's database, when named
+                                   reader=store_client(self.settings.mlflow_store_uri),  # MLflow's database, when named
+                                   # the receiver's: the sweep leaves the outcome tags to it that long
+                                   outcome_tag_linger=self.settings.outcome_tag_linger)
 
     def api(self):
         """The HTTP API's client when HOKUSAI_API_URL and HOKUSAI_API_KEY are set (the command then

@@ -38,3 +38,18 @@ def test_a_table_pads_every_column_but_the_last():
     assert table(("A", "REASON"), [("long value", "x"), ("v", "a long reason")]).splitlines() == [
         "A           REASON", "long value  x", "v           a long reason",
     ]
+
+
+def test_the_commands_service_waits_for_the_receivers_outcome_tags_as_configured(monkeypatch, tmp_path):
+    """``hokusai reconcile`` (which ``hokusai up`` runs beside the receiver, with its environment)
+    reads HOKUSAI_OUTCOME_TAG_LINGER as the receiver does: its sweep leaves a decision's outcome
+    tags to the receiver for that linger plus 10 s, not the default 30 s."""
+    from hokusai_mlflow_plugin.cli.common import Context
+    from hokusai_mlflow_plugin.registration.reconcile import retag_after
+
+    monkeypatch.setenv("HOKUSAI_OUTCOME_TAG_LINGER", "45")
+    monkeypatch.setenv("HOKUSAI_DATABASE_URL", f"sqlite:///{tmp_path / 'hokusai.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    service = Context(None, {}, False).service()
+    assert service.outcome_tags.linger == 45.0
+    assert retag_after(service) == 55.0
