@@ -183,6 +183,13 @@ def record_owner(conn: sa.Connection, kind: str, object_id: str, caller: Caller,
                                                                MlflowObject.object_id == str(object_id))).scalar()
 
 
+def model_owners(conn: sa.Connection | Session) -> dict[str, int]:
+    """Every registered model with a recorded owner: its name -> the owner's principal id (what its
+    ``hokusai_owner`` tag in MLflow says)."""
+    return dict(conn.execute(sa.select(MlflowObject.object_id, MlflowObject.owner_id).where(
+        MlflowObject.kind == REGISTERED_MODEL, MlflowObject.owner_id.is_not(None))).all())
+
+
 def rename(conn: sa.Connection, kind: str, old: str, new: str) -> None:
     """A registered model renamed in MLflow keeps its owner and shares under its new name."""
     conn.execute(sa.delete(MlflowObject).where(MlflowObject.kind == kind, MlflowObject.object_id == new))

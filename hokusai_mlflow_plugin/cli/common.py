@@ -47,14 +47,19 @@ class Context:
             )
         return client(uri)
 
+    def system_client(self):
+        """The system's MLflow: behind the gateway where one is named (HOKUSAI_MLFLOW_INTERNAL_URI). Its
+        writes (outcome tags, owner tags) are the system's word, which the gateway refuses to every key."""
+        from hokusai_mlflow_plugin.mlflow_io.client import client
+
+        internal = self.settings.mlflow_internal_uri
+        return client(internal) if internal else self.client()
+
     def service(self):
-        from hokusai_mlflow_plugin.mlflow_io.client import client, store_client
+        from hokusai_mlflow_plugin.mlflow_io.client import store_client
         from hokusai_mlflow_plugin.registration.service import RegistrationService
 
-        # The system decides on MLflow behind the gateway where one is named (HOKUSAI_MLFLOW_INTERNAL_URI):
-        # its outcome tags are the system's word, which the gateway refuses to every key.
-        internal = self.settings.mlflow_internal_uri
-        return RegistrationService(self.sessions(), client(internal) if internal else self.client(),
+        return RegistrationService(self.sessions(), self.system_client(),
                                    provenance=self.settings.provenance,
                                    reader=store_client(self.settings.mlflow_store_uri),  # MLflow's database, when named
                                    # the receiver's: the sweep leaves the outcome tags to it that long

@@ -1,6 +1,7 @@
 """``hokusai mlflow ...``: who besides the owning team reaches an MLflow experiment or registered
 model through the gateway (issue 19). On the database, as ``apikey`` and ``team``: the operator
-acts as an admin. Over HTTP the same is ``/api/v1/mlflow/.../shares``, where the owner shares."""
+acts as an admin. Over HTTP the same is ``/api/v1/mlflow/.../shares``, where the owner shares.
+``tag-owners`` puts the registered models' owner tags in MLflow right from the recorded owners."""
 
 from __future__ import annotations
 
@@ -80,3 +81,29 @@ def mlflow_shares(obj, kind, object_id, as_json):
     with obj.sessions()() as session:
         view = mlflow_objects.share_view(session, _operator(), KINDS[kind], object_id)
     emit(view, as_json, _text(view, ""))
+
+
+@mlflow.command("tag-owners")
+@click.option("--dry-run", is_flag=True, help="Say which models would be tagged; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+@domain_errors
+def mlflow_tag_owners(obj, dry_run, as_json):
+    """Tag each registered model with its recorded owner (hokusai_owner) where MLflow lacks the tag.
+
+    Its owner's searches through the gateway are narrowed by that tag: a model made before the tags
+    were written, or whose tag MLflow refused, is missed by them until it is tagged. Writes to MLflow
+    directly (HOKUSAI_MLFLOW_INTERNAL_URI, else MLFLOW_TRACKING_URI): the gateway lets no key set it.
+    """
+    from hokusai_mlflow_plugin.auth import mlflow_objects
+    from hokusai_mlflow_plugin.mlflow_io import owner_tags
+
+    with obj.sessions()() as session:
+        owners = mlflow_objects.model_owners(session)
+    done = owner_tags.put_right(obj.system_client(), owners, dry_run=dry_run)
+    verb = "would tag" if dry_run else "tagged"
+    lines = [f"{done['checked']} registered model(s) with a recorded owner in MLflow; {verb} {len(done['tagged'])}"
+             + (f": {', '.join(done['tagged'])}." if done["tagged"] else ".")]
+    if done["missing"]:
+        lines.append(f"Not in MLflow (deleted there; their owner rows left alone): {', '.join(done['missing'])}.")
+    emit(done, as_json, "\n".join(lines))

@@ -49,3 +49,35 @@ def test_what_the_gateway_never_recorded_or_nobody_named_is_not_found(db_cli):
         "Error: No experiment 99, or not one your key may see."
     assert "No user or team named 'nobody'" in db_cli.error("mlflow", "share", "model", "xray-model", "nobody")
     assert db_cli(*["mlflow", "share", "experiment", "12", "team-b", "--permission", "own"]).exit_code == 2
+
+
+def test_tag_owners_tags_each_owned_model_whose_tag_mlflow_lacks_or_gets_wrong(db_cli, tracking, unique_name):
+    """``hokusai mlflow tag-owners``: a recorded owner whose model in MLflow has no ``hokusai_owner``
+    tag (made before the tags, or MLflow refused it) or another owner's is tagged, once; a right tag,
+    a model with no recorded owner and a model deleted from MLflow are left alone; ``--dry-run``
+    writes nothing."""
+    db_cli.ok("team", "create", "team-a")
+    untagged, wrong, right, gone, unowned = (f"{unique_name}-{n}" for n in ("untagged", "wrong", "right", "gone", "unowned"))
+    with session_factory(db_cli.database_url).begin() as s:
+        team_a = mlflow_objects.principals.find(s, "team-a").id
+        for name in (untagged, wrong, right, gone):
+            s.add(MlflowObject(kind=REGISTERED_MODEL, object_id=name, owner_id=team_a, creator_id=team_a, key_id="seed"))
+    for name in (untagged, wrong, right, unowned):
+        tracking.create_registered_model(name)
+    tracking.set_registered_model_tag(wrong, "hokusai_owner", "999")
+    tracking.set_registered_model_tag(right, "hokusai_owner", str(team_a))
+
+    def owner_tags():
+        return {name: tracking.get_registered_model(name).tags.get("hokusai_owner") for name in (untagged, wrong, right, unowned)}
+
+    before = owner_tags()
+    planned = db_cli.json("mlflow", "tag-owners", "--dry-run")
+    assert planned["tagged"] == [untagged, wrong] and planned["dry_run"] is True
+    assert owner_tags() == before  # nothing written
+
+    said = db_cli.ok("mlflow", "tag-owners").output
+    assert f"tagged 2: {untagged}, {wrong}." in said
+    assert f"Not in MLflow (deleted there; their owner rows left alone): {gone}." in said
+    assert owner_tags() == {untagged: str(team_a), wrong: str(team_a), right: str(team_a), unowned: None}
+    again = db_cli.json("mlflow", "tag-owners")
+    assert again == {"checked": 3, "tagged": [], "missing": [gone], "dry_run": False}  # put right once

@@ -197,7 +197,8 @@ async def stamp_owner(gateway, name: str, owner: int | None) -> None:
                                     headers={"Content-Type": "application/json"}) as answer:
         if answer.status != 200:
             raise HokusaiError(f"The registered model '{name}' was made, but MLflow refused its owner's tag "
-                               f"({answer.status}): its owner's searches may miss it until an operator tags it.",
+                               f"({answer.status}): its owner's searches may miss it until an operator runs "
+                               "'hokusai mlflow tag-owners'.",
                                UNAVAILABLE)
 
 
