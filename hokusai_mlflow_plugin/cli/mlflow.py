@@ -106,4 +106,8 @@ def mlflow_tag_owners(obj, dry_run, as_json):
              + (f": {', '.join(done['tagged'])}." if done["tagged"] else ".")]
     if done["missing"]:
         lines.append(f"Not in MLflow (deleted there; their owner rows left alone): {', '.join(done['missing'])}.")
+    if done["stray"]:
+        lines.append(f"Tagged in MLflow with no recorded owner (made there directly; the tag's owner sees them "
+                     f"listed in its searches, not opened): {', '.join(done['stray'])}. Delete the tag in MLflow "
+                     "if they are not that owner's.")
     emit(done, as_json, "\n".join(lines))

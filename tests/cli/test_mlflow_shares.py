@@ -66,6 +66,8 @@ def test_tag_owners_tags_each_owned_model_whose_tag_mlflow_lacks_or_gets_wrong(d
         tracking.create_registered_model(name)
     tracking.set_registered_model_tag(wrong, "hokusai_owner", "999")
     tracking.set_registered_model_tag(right, "hokusai_owner", str(team_a))
+    stray = f"{unique_name}-stray"  # made on MLflow directly, with an owner's tag
+    tracking.create_registered_model(stray, tags={"hokusai_owner": str(team_a)})
 
     def owner_tags():
         return {name: tracking.get_registered_model(name).tags.get("hokusai_owner") for name in (untagged, wrong, right, unowned)}
@@ -78,6 +80,10 @@ def test_tag_owners_tags_each_owned_model_whose_tag_mlflow_lacks_or_gets_wrong(d
     said = db_cli.ok("mlflow", "tag-owners").output
     assert f"tagged 2: {untagged}, {wrong}." in said
     assert f"Not in MLflow (deleted there; their owner rows left alone): {gone}." in said
+    [strays] = [line for line in said.splitlines() if line.startswith("Tagged in MLflow with no recorded owner")]
+    assert stray in strays and strays.endswith("Delete the tag in MLflow if they are not that owner's.")  # other tests' may be there too
     assert owner_tags() == {untagged: str(team_a), wrong: str(team_a), right: str(team_a), unowned: None}
     again = db_cli.json("mlflow", "tag-owners")
-    assert again == {"checked": 3, "tagged": [], "missing": [gone], "dry_run": False}  # put right once
+    assert again["tagged"] == [] and again["checked"] == 3 and again["missing"] == [gone]  # put right once
+    assert stray in again["stray"] and not {untagged, wrong, right, unowned} & set(again["stray"])
+    assert tracking.get_registered_model(stray).tags["hokusai_owner"] == str(team_a)  # said, not changed
