@@ -183,11 +183,12 @@ def record_owner(conn: sa.Connection, kind: str, object_id: str, caller: Caller,
                                                                MlflowObject.object_id == str(object_id))).scalar()
 
 
-def model_owners(conn: sa.Connection | Session) -> dict[str, int]:
-    """Every registered model with a recorded owner: its name -> the owner's principal id (what its
-    ``hokusai_owner`` tag in MLflow says)."""
-    return dict(conn.execute(sa.select(MlflowObject.object_id, MlflowObject.owner_id).where(
-        MlflowObject.kind == REGISTERED_MODEL, MlflowObject.owner_id.is_not(None))).all())
+def model_owners(conn: sa.Connection | Session, name: str | None = None) -> dict[str, int]:
+    """Every registered model with a recorded owner (or the one named): its name -> the owner's
+    principal id (what its ``hokusai_owner`` tag in MLflow says)."""
+    query = sa.select(MlflowObject.object_id, MlflowObject.owner_id).where(
+        MlflowObject.kind == REGISTERED_MODEL, MlflowObject.owner_id.is_not(None))
+    return dict(conn.execute(query if name is None else query.where(MlflowObject.object_id == name)).all())
 
 
 def rename(conn: sa.Connection, kind: str, old: str, new: str) -> None:

@@ -92,20 +92,19 @@ def mlflow_tag_owners(obj, dry_run, as_json):
     """Tag each registered model with its recorded owner (hokusai_owner) where MLflow lacks the tag.
 
     Its owner's searches through the gateway are narrowed by that tag: a model made before the tags
-    were written, or whose tag MLflow refused, is missed by them until it is tagged. Writes to MLflow
-    directly (HOKUSAI_MLFLOW_INTERNAL_URI, else MLFLOW_TRACKING_URI): the gateway lets no key set it.
+    were written, or whose tag MLflow refused, is missed by them until it is tagged. Prompts too.
+    Talks to MLflow itself, not the gateway, which lets no key set the tag and shows a key only its
+    own models: HOKUSAI_MLFLOW_INTERNAL_URI, else MLFLOW_TRACKING_URI. One workspace (MLflow's default).
     """
-    from hokusai_mlflow_plugin.auth import mlflow_objects
     from hokusai_mlflow_plugin.mlflow_io import owner_tags
 
-    with obj.sessions()() as session:
-        owners = mlflow_objects.model_owners(session)
-    done = owner_tags.put_right(obj.system_client(), owners, dry_run=dry_run)
+    done = owner_tags.put_right(obj.system_client(), obj.sessions(), dry_run=dry_run)
     verb = "would tag" if dry_run else "tagged"
     lines = [f"{done['checked']} registered model(s) with a recorded owner in MLflow; {verb} {len(done['tagged'])}"
              + (f": {', '.join(done['tagged'])}." if done["tagged"] else ".")]
     if done["missing"]:
-        lines.append(f"Not in MLflow (deleted there; their owner rows left alone): {', '.join(done['missing'])}.")
+        lines.append(f"Not found in MLflow (deleted there, or in another workspace; their owner rows left alone): "
+                     f"{', '.join(done['missing'])}.")
     if done["stray"]:
         lines.append(f"Tagged in MLflow with no recorded owner (made there directly; the tag's owner sees them "
                      f"listed in its searches, not opened): {', '.join(done['stray'])}. Delete the tag in MLflow "
