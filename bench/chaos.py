@@ -795,7 +795,7 @@ class Chaos:
     def wait_tagged(self, mlflow_client, model_name: str, deadline: float) -> list[str]:
         """The decided versions without ``hokusai_status`` in MLflow, once none is left or at
         ``deadline``: the receiver writes them after its commit, and a receiver killed in between
-        loses them until the reconcile sweep writes them (``reconcile.RETAG_AFTER`` later)."""
+        loses them until the reconcile sweep writes them (``reconcile.retag_after`` later)."""
         while True:
             untagged = sorted(v for v, status in version_statuses(mlflow_client, model_name).items() if not status)
             if not untagged or time.monotonic() >= deadline:

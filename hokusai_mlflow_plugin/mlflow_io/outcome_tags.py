@@ -24,7 +24,7 @@ from hokusai_mlflow_plugin.mlflow_io import facts
 #: MLflow serves at 5 versions/s (a loaded machine), 0.25 s gathered 1.7 outcomes per write.
 LINGER = 1.0
 #: at most this many seconds from the oldest queued outcome to its flush, however long a burst lasts
-#: (``RETAG_AFTER``, when the reconcile sweep writes the tags a receiver lost, leaves it room). A
+#: (``reconcile.retag_after``, when the sweep writes the tags a receiver lost, is 10 s more). A
 #: flush in the middle of a burst stalled the decisions around it by up to 1.7 s and MLflow's
 #: creates with them (issue 23, sixth session: with 10 s, the slowest 1% of a 12 s burst's decisions
 #: were all asked for 9.9-10.0 s into it); 20 s keeps a burst of a few hundred versions whole.

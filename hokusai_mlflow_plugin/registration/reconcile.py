@@ -42,20 +42,17 @@ DRAFT_SEARCHES = 20  # drafts searched by tag per sweep: each is one MLflow sear
 LAST_SWEEP = "reconcile.last_sweep"  # JSON: when the last sweep ended, and how many it decided
 OVERLAP_MS = 5 * 60 * 1000  # versions created while the last sweep ran, clocks a little apart
 PAGE = 200
-#: seconds a decision's outcome tags are left to the receiver (its linger and its flush) before the
-#: sweep writes them for a version that still has none; longer when the receiver waits longer
-#: (``retag_after``).
-RETAG_AFTER = 30.0
-#: beyond the receiver's longest wait for a burst's pause (``outcome_tags.MOST``, or a longer
-#: ``HOKUSAI_OUTCOME_TAG_LINGER``): its flush's own time
+#: seconds beyond the receiver's longest wait for a burst's pause (``outcome_tags.MOST``, 20 s, or a
+#: longer ``HOKUSAI_OUTCOME_TAG_LINGER``) before the sweep writes a decision's outcome tags itself:
+#: the flush's own time
 RETAG_MARGIN = 10.0
 
 
 def retag_after(service: RegistrationService) -> float:
-    """Seconds after a decision before the sweep writes its lost outcome tags: ``RETAG_AFTER``, or
-    the receiver's longest wait plus ``RETAG_MARGIN`` if an operator's linger makes that longer (the
-    sweep would otherwise write tags the receiver still holds). The sweep reads the same setting."""
-    return max(RETAG_AFTER, service.outcome_tags.most + RETAG_MARGIN)
+    """Seconds after a decision before the sweep writes its lost outcome tags: the receiver's longest
+    wait plus ``RETAG_MARGIN`` (30 s by default), so that it never writes tags the receiver still
+    holds. The sweep reads the same setting as the receiver."""
+    return service.outcome_tags.most + RETAG_MARGIN
 
 
 def _search(client, filter_string: str | None, order_by: list[str] | None = None):

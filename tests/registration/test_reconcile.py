@@ -72,7 +72,7 @@ def test_outcome_tags_lost_with_a_receiver_are_written_by_the_sweep(stack, monke
                                                                     linger, wait):
     """The receiver writes a decision's outcome tags after its commit, gathered for a moment: a
     receiver killed in between loses them (the chaos run found 30 of 1,000 versions untagged). The
-    sweep writes the registration's outcome on a version decided over ``wait`` ago (RETAG_AFTER, 30
+    sweep writes the registration's outcome on a version decided over ``wait`` ago (``retag_after``: 30
     s; an operator's linger of 45 s holds the tags that long, and the sweep waits 10 s more) that
     still has none, and leaves a younger decision's tags to the receiver."""
     from datetime import timedelta
